@@ -1,0 +1,1 @@
+"""Damaged/undamaged classifier and damage assessment."""

@@ -1,0 +1,77 @@
+"""Every config key cardd adds to detectron2's defaults, with its default value.
+
+Call ``add_cardd_config(cfg)`` once on a fresh ``get_cfg()`` before merging a cardd YAML file.
+Each section names the module that reads it.
+"""
+from detectron2.config import CfgNode as CN
+
+
+def add_cardd_config(cfg):
+    _C = cfg
+    if getattr(_C, "_CARDD_CONFIG_ADDED", False):
+        return cfg
+
+    # ---------------------------------------------------------------- data (cardd_d2.data)
+    _C.DATASETS.CARDD = CN()
+    # Drop invalid annotations (with a warning and a count) instead of raising before training.
+    _C.DATASETS.CARDD.SKIP_INVALID = False
+    # Open every image once when a dataset is first loaded, so unreadable files fail before training.
+    _C.DATASETS.CARDD.CHECK_IMAGES = True
+
+    # ---------------------------------------------------------------- input (cardd_d2.data.transforms)
+    # mmdet's Resize(img_scale=[(W, H_min), (W, H_max)], multiscale_mode='range'): the DCN+ training resize.
+    _C.INPUT.RANGE_RESIZE = CN()
+    _C.INPUT.RANGE_RESIZE.ENABLED = False
+    _C.INPUT.RANGE_RESIZE.WIDTH = 1333
+    _C.INPUT.RANGE_RESIZE.HEIGHT_RANGE = (640, 1200)
+    # False: width exactly WIDTH, height uniform in HEIGHT_RANGE (released DCN+). True: ResizeShortestEdge range mode.
+    _C.INPUT.RANGE_RESIZE.KEEP_RATIO = False
+
+    # ---------------------------------------------------------------- backbone (cardd_d2.modeling.backbone)
+    # Which deformable-conv kernel the deformable ResNet uses: "auto" (detectron2's compiled _C when present,
+    # else torchvision), "torchvision" or "detectron2".
+    _C.MODEL.RESNETS.DEFORM_BACKEND = "auto"
+    # GCNet context blocks (mmcv ContextBlock) after conv3 of every bottleneck in the chosen stages (res2..res5).
+    _C.MODEL.RESNETS.GC_ON_PER_STAGE = [False, False, False, False]
+    _C.MODEL.RESNETS.GC_RATIO = 1.0 / 4
+
+    # ---------------------------------------------------------------- ROI box classifier loss (cardd_d2.modeling.roi_heads)
+    # "ce" (detectron2's softmax cross-entropy) or "focal".
+    _C.MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE = "ce"
+    # "mmdet_sigmoid": per-logit sigmoid focal over all K+1 logits (what the released DCN+ trained);
+    # "softmax": the paper's Eq. (1), softmax focal on the ground-truth class.
+    _C.MODEL.ROI_BOX_HEAD.FOCAL_VARIANT = "mmdet_sigmoid"
+    _C.MODEL.ROI_BOX_HEAD.FOCAL_ALPHA = 0.5
+    _C.MODEL.ROI_BOX_HEAD.FOCAL_GAMMA = 2.0
+
+    # ---------------------------------------------------------------- mmdet-style cascade and HTC (cardd_d2.modeling.roi_heads)
+    _C.MODEL.CARDD_CASCADE = CN()
+    _C.MODEL.CARDD_CASCADE.STAGE_LOSS_WEIGHTS = (1.0, 0.5, 0.25)
+    _C.MODEL.HTC = CN()
+    _C.MODEL.HTC.INTERLEAVED = True
+    _C.MODEL.HTC.MASK_INFO_FLOW = True
+    _C.MODEL.HTC.WITH_SEMANTIC = False
+    _C.MODEL.HTC.SEMANTIC_LOSS_WEIGHT = 0.2
+    _C.MODEL.HTC.SEMANTIC_NUM_CLASSES = 183
+
+    # ---------------------------------------------------------------- evaluation (cardd_d2.evaluation)
+    _C.TEST.CARDD_EVAL = CN()
+    # Also report COCO's 32^2/96^2 size APs (under the "coco_" prefix) next to CarDD's 128^2/256^2 ones.
+    _C.TEST.CARDD_EVAL.REPORT_COCO_SIZES = True
+
+    # ---------------------------------------------------------------- damaged/undamaged gate (cardd_d2.assessment)
+    _C.CARDD = CN()
+    _C.CARDD.CLASSIFIER = CN()
+    _C.CARDD.CLASSIFIER.WEIGHTS = ""
+    _C.CARDD.CLASSIFIER.DISCARD_THRESHOLD = 0.9
+    _C.CARDD.CLASSIFIER.INPUT_SIZE = 224
+
+    _C._CARDD_CONFIG_ADDED = True
+    return cfg
+
+
+def get_cardd_cfg():
+    """A detectron2 config with cardd's keys added."""
+    from detectron2.config import get_cfg
+
+    return add_cardd_config(get_cfg())

@@ -1,0 +1,2 @@
+"""CarDD datasets, validation, synthetic data and transforms."""
+from .categories import CARDD_CATEGORIES, CARDD_CLASS_NAMES, size_bucket  # noqa: F401

@@ -1,0 +1,1 @@
+"""Training and inference helpers around detectron2 DefaultTrainer."""

@@ -1,0 +1,1 @@
+"""CarDD evaluation."""

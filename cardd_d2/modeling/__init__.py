@@ -1,0 +1,1 @@
+"""Models: deformable ResNet, focal-loss ROI heads, mmdet-style cascade, GCNet, HTC. Registered on import."""
