@@ -58,6 +58,12 @@ def add_cardd_config(cfg):
     _C.TEST.CARDD_EVAL = CN()
     # Also report COCO's 32^2/96^2 size APs (under the "coco_" prefix) next to CarDD's 128^2/256^2 ones.
     _C.TEST.CARDD_EVAL.REPORT_COCO_SIZES = True
+    # Size buckets of APs/APm/APl: "cardd" (128^2 / 256^2, paper Sec. III-C) or "coco" (32^2 / 96^2).
+    _C.TEST.CARDD_EVAL.AREA_RANGES = "cardd"
+    # detectron2's compiled COCOeval_opt when importable; the default (False) is pycocotools' COCOeval.
+    _C.TEST.CARDD_EVAL.USE_FAST_IMPL = False
+    # Row label of this run in results.md ("" -> "ours").
+    _C.TEST.CARDD_EVAL.METHOD_NAME = ""
 
     # ---------------------------------------------------------------- damaged/undamaged gate (cardd_d2.assessment)
     _C.CARDD = CN()
