@@ -7,8 +7,9 @@
   that contain at least one instance of the class are kept, for every split; ``keep_empty=True`` keeps all images
   with empty masks instead.
 * Edge maps (``CarDD-XX-Edge``) use :func:`cardd_sod.data.mask_to_edge` (the model package's derivation when present).
-* Lists: ``train_pair.lst`` ("CarDD-XX-Image/<file> CarDD-XX-Mask/<stem>.png") for every split, ``test.lst``
-  ("<file>") for VAL/TE, and ``train_pair_edge.lst`` (image mask edge) when edges are written.
+* Lists as cardd_d2.data.synthetic writes them (DUTS / PoolNet convention): ``train_pair.lst``
+  ("CarDD-TR-Image/<file> CarDD-TR-Mask/<stem>.png") in CarDD-TR, ``test.lst`` ("<file>") in CarDD-VAL / CarDD-TE,
+  plus ``train_pair_edge.lst`` (image mask edge, relative to the split folder) when edges are written.
 """
 from __future__ import annotations
 
@@ -147,14 +148,15 @@ def coco_to_sod(json_path: str, image_dir: str, out_root: str, split: str = "TR"
             edges_lines.append(f"{rel_img}/{base} {rel_mask}/{stem}.png {rel_edge}/{stem}.png")
         pairs.append(f"{rel_img}/{base} {rel_mask}/{stem}.png")
         names.append(base)
-    with open(d["pair_list"], "w") as f:
-        f.write("\n".join(pairs) + ("\n" if pairs else ""))
-    if split != "TR":
+    if split == "TR":
+        with open(d["pair_list"], "w") as f:
+            f.write("".join(p + "\n" for p in pairs))
+    else:
         with open(d["test_list"], "w") as f:
-            f.write("\n".join(names) + ("\n" if names else ""))
+            f.write("".join(n + "\n" for n in names))
     if write_edges:
         with open(os.path.join(d["root"], "train_pair_edge.lst"), "w") as f:
-            f.write("\n".join(edges_lines) + ("\n" if edges_lines else ""))
+            f.write("".join(e + "\n" for e in edges_lines))
     return {"split": split, "root": out_root, "split_root": d["root"], "num_images": len(pairs),
             "num_empty": n_empty, "category_ids": cat_ids, "names": [os.path.splitext(n)[0] for n in names]}
 

@@ -1,0 +1,407 @@
+"""Epoch-based SOD trainer (Adam + step schedule, gradient accumulation, exact resume, TensorBoard, AMP).
+
+Schedules follow the paper's Table VII (see configs/SOD/*.yaml): the lr is multiplied by ``SOLVER.GAMMA`` after each
+epoch listed in ``SOLVER.LR_STEPS`` (``MultiStepLR`` stepped once per epoch).  With ``SOLVER.ITER_SIZE = k`` each
+batch's loss is divided by k and the optimizer steps every k batches (PoolNet/SGL-KRN: 10 images of batch 1); as in
+the reference, an unfinished accumulation carries over into the next epoch (and into the checkpoint).
+
+Exact resume: checkpoints (every ``SOLVER.CHECKPOINT_PERIOD`` epochs, at epoch ends) hold model, optimizer,
+scheduler, GradScaler, epoch / iteration counters, pending accumulated gradients and the torch / numpy / python / CUDA
+RNG states.  Data order is a permutation drawn from ``(SEED, epoch)`` and augmentation draws from ``(SEED, epoch,
+index)``, so a resumed run sees exactly the batches the uninterrupted run would have seen.
+
+AMP: ``SOLVER.AMP`` = "" (fp32, what the paper used), "bf16" (autocast, CPU or CUDA) or "fp16" (autocast + GradScaler,
+CUDA only).  Losses are always computed from the model outputs cast to fp32.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import random
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Sampler
+
+from ..config import SODConfig, load_sod_config
+from ..data import CarDDSODDataset, get_preprocess, sod_collate, split_dirs
+from ..metrics import evaluate_saliency, write_results
+
+__all__ = ["SODTrainer", "EpochShuffleSampler", "build_preprocess", "predict_saliency_maps", "resolve_device"]
+
+logger = logging.getLogger("cardd_sod.engine")
+
+
+class EpochShuffleSampler(Sampler):
+    """Permutation of range(n) determined by (seed, epoch) only."""
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+        self.n, self.seed, self.shuffle, self.epoch = n, int(seed), shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def resolve_device(name: str) -> torch.device:
+    if name in ("", "auto", None):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"MODEL.DEVICE={name!r} but CUDA is not available")
+    return dev
+
+
+def build_preprocess(cfg: SODConfig):
+    name = cfg.INPUT.PRESET or ("csnet" if cfg.MODEL.NAME == "tiny" else cfg.MODEL.NAME)
+    kw = {}
+    if cfg.INPUT.SIZE is not None:
+        kw["size"] = tuple(cfg.INPUT.SIZE) if cfg.INPUT.SIZE else None
+    if cfg.INPUT.CROP is not None:
+        kw["crop"] = tuple(cfg.INPUT.CROP) if cfg.INPUT.CROP else None
+    if cfg.INPUT.MAX_SIZE:
+        kw["max_size"] = int(cfg.INPUT.MAX_SIZE)
+    import dataclasses
+    return dataclasses.replace(get_preprocess(name), **kw)
+
+
+def _amp_dtype(amp: str, device: torch.device):
+    amp = (amp or "").lower()
+    if amp in ("", "none", "fp32", "false"):
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ValueError("SOLVER.AMP=fp16 needs CUDA; use bf16 on CPU")
+        return torch.float16
+    raise ValueError(f"SOLVER.AMP must be '', 'bf16' or 'fp16', got {amp!r}")
+
+
+def _to_float(outputs):
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(_to_float(o) for o in outputs)
+    if isinstance(outputs, dict):
+        return {k: _to_float(v) for k, v in outputs.items()}
+    return outputs
+
+
+@torch.no_grad()
+def predict_saliency_maps(model, dataset: CarDDSODDataset, out_dir: str, device: torch.device,
+                          batch_size: int = 1, amp: str = "", num_workers: int = 0, progress: bool = True) -> list:
+    """Run ``model.saliency`` on every item and write ``<out_dir>/<stem>.png`` (uint8, original image size).
+
+    The map is resized bilinearly to the original size; presets with ``minmax_output`` (U2-Net) are min-max
+    normalised per image first, as the reference test scripts do."""
+    import cv2
+    from tqdm import tqdm
+    os.makedirs(out_dir, exist_ok=True)
+    model.eval()
+    amp_dtype = _amp_dtype(amp, device)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=sod_collate)
+    names = []
+    for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
+        img = batch["image"].to(device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            outputs = model(img)
+        sal = model.saliency(_to_float(outputs)).float()
+        for i, name in enumerate(batch["name"]):
+            s = sal[i:i + 1]
+            if dataset.pp.minmax_output:
+                lo, hi = s.min(), s.max()
+                s = (s - lo) / (hi - lo + 1e-8)
+            h0, w0 = batch["orig_size"][i]
+            s = F.interpolate(s, size=(h0, w0), mode="bilinear", align_corners=False)
+            arr = (s[0, 0].clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
+            path = os.path.join(out_dir, f"{name}.png")
+            if not cv2.imwrite(path, arr):
+                raise OSError(f"cannot write prediction {path}")
+            names.append(name)
+    return names
+
+
+class SODTrainer:
+    """Train / evaluate one SOD model from an :class:`SODConfig`.
+
+    ``model`` / ``loss_fn`` may be injected (tests); otherwise they come from ``cardd_sod.build_sod_model`` /
+    ``cardd_sod.build_sod_loss`` with ``MODEL.NAME``.  ``loss_fn(outputs, target, edge=None) -> (loss, terms)``."""
+
+    def __init__(self, cfg: SODConfig, model: Optional[torch.nn.Module] = None,
+                 loss_fn: Optional[Callable] = None, progress: bool = True):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.MODEL.DEVICE)
+        self.progress = progress
+        self._seed_all(int(cfg.SEED))
+        if cfg.MODEL.NAME == "tiny":  # stand-in for smoke tests (cardd_sod.engine.testing)
+            from .testing import TinySODNet, tiny_sod_loss
+            model = model or TinySODNet(**dict(cfg.MODEL.KWARGS or {}))
+            loss_fn = loss_fn or tiny_sod_loss
+        if model is None:
+            from .. import build_sod_model  # provided by the model package
+            model = build_sod_model(cfg.MODEL.NAME, **dict(cfg.MODEL.KWARGS or {}))
+        if loss_fn is None:
+            from .. import build_sod_loss
+            loss_fn = build_sod_loss(cfg.MODEL.NAME)
+        self.model = model.to(self.device)
+        self.loss_fn = loss_fn
+        try:
+            self._loss_takes_model = "model" in inspect.signature(loss_fn).parameters
+        except (TypeError, ValueError):
+            self._loss_takes_model = False
+        self.preprocess = build_preprocess(cfg)
+        s = cfg.SOLVER
+        if s.OPTIMIZER.lower() != "adam":
+            raise ValueError(f"SOLVER.OPTIMIZER {s.OPTIMIZER!r}: only 'adam' (paper Table VII)")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=float(s.BASE_LR), betas=tuple(float(b) for b in s.BETAS),
+                                          eps=float(s.EPS), weight_decay=float(s.WEIGHT_DECAY))
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=[int(m) for m in s.LR_STEPS], gamma=float(s.GAMMA))
+        self.amp_dtype = _amp_dtype(s.AMP, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.epoch = 0          # completed epochs
+        self.iter = 0           # optimizer steps
+        self.batches = 0        # batches seen (accumulation counter)
+        self.output_dir = cfg.OUTPUT_DIR
+        self.ckpt_dir = os.path.join(self.output_dir, "checkpoints")
+        if cfg.MODEL.WEIGHTS:
+            self.load_weights(cfg.MODEL.WEIGHTS)
+
+    # ------------------------------------------------------------------ setup helpers
+    @staticmethod
+    def _seed_all(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % (2 ** 32))
+        torch.manual_seed(seed)
+
+    def build_train_dataset(self) -> CarDDSODDataset:
+        d = self.cfg.DATA
+        return CarDDSODDataset(d.ROOT, d.TRAIN_SPLIT, self.preprocess, train=True, seed=int(self.cfg.SEED),
+                               strict_masks=bool(d.STRICT_MASKS), max_images=int(d.MAX_TRAIN_IMAGES))
+
+    def build_test_dataset(self, split: Optional[str] = None) -> CarDDSODDataset:
+        d = self.cfg.DATA
+        return CarDDSODDataset(d.ROOT, split or d.TEST_SPLIT, self.preprocess, train=False,
+                               seed=int(self.cfg.SEED), strict_masks=bool(d.STRICT_MASKS),
+                               max_images=int(d.MAX_TEST_IMAGES))
+
+    def load_weights(self, path: str) -> None:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"MODEL.WEIGHTS not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        self.model.load_state_dict(state)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict:
+        pending = None
+        if self.batches % max(1, int(self.cfg.SOLVER.ITER_SIZE)) != 0:
+            pending = [None if p.grad is None else p.grad.detach().cpu().clone()
+                       for p in self.model.parameters()]
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "iter": self.iter, "batches": self.batches, "pending_grads": pending,
+            "rng": rng, "cfg": self.cfg.to_dict(),
+        }
+
+    def save_checkpoint(self, name: Optional[str] = None) -> str:
+        os.makedirs(self.ckpt_dir, exist_ok=True)
+        name = name or f"epoch_{self.epoch:04d}.pth"
+        path = os.path.join(self.ckpt_dir, name)
+        tmp = path + ".tmp"
+        torch.save(self.checkpoint_state(), tmp)
+        os.replace(tmp, path)
+        with open(os.path.join(self.ckpt_dir, "last_checkpoint"), "w") as f:
+            f.write(name)
+        return path
+
+    def last_checkpoint(self) -> Optional[str]:
+        marker = os.path.join(self.ckpt_dir, "last_checkpoint")
+        if not os.path.isfile(marker):
+            return None
+        with open(marker) as f:
+            path = os.path.join(self.ckpt_dir, f.read().strip())
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{marker} names a missing checkpoint: {path}")
+        return path
+
+    def load_checkpoint(self, path: str) -> None:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        for key in ("model", "optimizer", "scheduler", "epoch", "iter"):
+            if key not in ck:
+                raise ValueError(f"{path}: not a SOD trainer checkpoint (missing {key!r})")
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        if ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        self.epoch, self.iter, self.batches = int(ck["epoch"]), int(ck["iter"]), int(ck.get("batches", 0))
+        pending = ck.get("pending_grads")
+        for p in self.model.parameters():
+            p.grad = None
+        if pending is not None:
+            for p, g in zip(self.model.parameters(), pending):
+                p.grad = None if g is None else g.to(self.device)
+        rng = ck.get("rng") or {}
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "numpy" in rng:
+            np.random.set_state(rng["numpy"])
+        if "python" in rng:
+            random.setstate(rng["python"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def resume_or_load(self, resume: bool = True) -> bool:
+        """Load the last checkpoint of OUTPUT_DIR when ``resume``; returns whether one was loaded."""
+        if not resume:
+            return False
+        path = self.last_checkpoint()
+        if path is None:
+            return False
+        self.load_checkpoint(path)
+        logger.info("resumed from %s (epoch %d, iter %d)", path, self.epoch, self.iter)
+        return True
+
+    # ------------------------------------------------------------------ training
+    def _loss(self, outputs, batch):
+        edge = batch.get("edge")
+        kw = {"model": self.model} if self._loss_takes_model else {}
+        res = self.loss_fn(_to_float(outputs), batch["mask"], edge=edge, **kw)
+        if isinstance(res, tuple):
+            loss, terms = res
+        else:
+            loss, terms = res, {}
+        return loss, dict(terms or {})
+
+    def _optimizer_step(self) -> None:
+        s = self.cfg.SOLVER
+        if s.CLIP_GRAD_NORM and s.CLIP_GRAD_NORM > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(s.CLIP_GRAD_NORM))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iter += 1
+
+    def train(self, resume: bool = False, evaluate: Optional[bool] = None) -> dict:
+        """Train to SOLVER.EPOCHS (continuing from the last checkpoint when ``resume``); optionally evaluate."""
+        from tqdm import tqdm
+        cfg, s = self.cfg, self.cfg.SOLVER
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(os.path.join(self.output_dir, "config.yaml"), "w") as f:
+            f.write(cfg.dump())
+        self.resume_or_load(resume)
+        dataset = self.build_train_dataset()
+        sampler = EpochShuffleSampler(len(dataset), seed=int(cfg.SEED))
+        loader = DataLoader(dataset, batch_size=int(s.BATCH_SIZE), sampler=sampler,
+                            num_workers=int(cfg.DATA.NUM_WORKERS), collate_fn=sod_collate,
+                            pin_memory=self.device.type == "cuda", drop_last=False)
+        writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(os.path.join(self.output_dir, "tb"), purge_step=self.batches or None)
+        except Exception as e:  # tensorboard missing: keep training
+            logger.warning("TensorBoard disabled: %s", e)
+        iter_size = max(1, int(s.ITER_SIZE))
+        max_iter = int(s.MAX_ITER)
+        history = []
+        stop = max_iter > 0 and self.iter >= max_iter
+        self.model.train()
+        while self.epoch < int(s.EPOCHS) and not stop:
+            sampler.set_epoch(self.epoch)
+            dataset.set_epoch(self.epoch)
+            run_loss, n = 0.0, 0
+            bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{s.EPOCHS}", disable=not self.progress, leave=False)
+            for batch in bar:
+                batch = {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                         for k, v in batch.items()}
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    outputs = self.model(batch["image"])
+                loss, terms = self._loss(outputs, batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {self.epoch + 1}, "
+                                             f"iter {self.iter}, images {batch['name']}")
+                self.scaler.scale(loss / iter_size).backward()
+                self.batches += 1
+                run_loss += float(loss.detach())
+                n += 1
+                if self.batches % iter_size == 0:
+                    self._optimizer_step()
+                if writer is not None and self.batches % max(1, int(s.LOG_PERIOD)) == 0:
+                    writer.add_scalar("train/loss", float(loss.detach()), self.batches)
+                    writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.batches)
+                    for k, v in terms.items():
+                        writer.add_scalar(f"train/{k}", float(v.detach() if isinstance(v, torch.Tensor) else v),
+                                          self.batches)
+                bar.set_postfix(loss=f"{run_loss / n:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.1e}")
+                if max_iter > 0 and self.iter >= max_iter:
+                    stop = True
+                    break
+            self.epoch += 1
+            self.scheduler.step()
+            history.append({"epoch": self.epoch, "iter": self.iter, "loss": run_loss / max(n, 1)})
+            if writer is not None:
+                writer.add_scalar("train/epoch_loss", run_loss / max(n, 1), self.epoch)
+            logger.info("epoch %d: loss %.5f (iter %d)", self.epoch, run_loss / max(n, 1), self.iter)
+            period = int(s.CHECKPOINT_PERIOD)
+            if period > 0 and (self.epoch % period == 0 or self.epoch == int(s.EPOCHS) or stop):
+                self.save_checkpoint()
+        if writer is not None:
+            writer.close()
+        torch.save(self.model.state_dict(), os.path.join(self.output_dir, "model_final.pth"))
+        result = {"epochs": self.epoch, "iter": self.iter, "history": history}
+        do_eval = cfg.TEST.EVAL_AT_END if evaluate is None else evaluate
+        if do_eval:
+            result["metrics"] = self.evaluate()
+        return result
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, split: Optional[str] = None, out_dir: Optional[str] = None) -> dict:
+        """Write predicted maps for the test split and score them; writes metrics JSON + Markdown."""
+        split = split or self.cfg.DATA.TEST_SPLIT
+        dataset = self.build_test_dataset(split)
+        out_dir = out_dir or os.path.join(self.output_dir, "predictions", f"CarDD-{split}")
+        names = predict_saliency_maps(self.model, dataset, out_dir, self.device,
+                                      batch_size=int(self.cfg.TEST.BATCH_SIZE), amp=self.cfg.SOLVER.AMP,
+                                      progress=self.progress)
+        gt_dir = split_dirs(self.cfg.DATA.ROOT, split)["mask"]
+        metrics = evaluate_saliency(out_dir, gt_dir, names=names)
+        metrics.update({"model": self.cfg.MODEL.NAME, "split": split, "pred_dir": out_dir})
+        write_results(metrics, os.path.join(self.output_dir, "metrics"), name=f"sod_metrics_{split}",
+                      row=self.cfg.MODEL.NAME)
+        self.model.train()
+        return metrics
+
+
+def train_from_config(config_file: str, overrides=(), resume: bool = False, **kw) -> dict:
+    cfg = load_sod_config(config_file, overrides)
+    return SODTrainer(cfg, **kw).train(resume=resume)
+
+
+def dump_json(obj, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
