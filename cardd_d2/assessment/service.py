@@ -1,0 +1,145 @@
+"""HTTP damage-assessment service (FastAPI).
+
+``create_app(predictor_factory, gate=None, max_upload_bytes=...)`` returns an app with
+
+- ``GET /health`` -> ``{"status": "ok", "model_loaded": true, "gate": bool, "schema_version": "1.0"}``
+- ``POST /assess`` (multipart form, field ``file``: one image) -> the assessment report of that image (same schema as
+  ``cardd assess``, one entry in ``images``; masks as COCO RLE).
+
+The predictor is built once, at start-up (``predictor_factory()`` runs in the app's lifespan), and calls are
+serialised with a lock. Request bodies larger than ``max_upload_bytes`` are refused with 413 (checked on the
+``Content-Length`` header and again while the body streams in); an empty upload or a file that is not a decodable image
+gets 400 / 415 with the reason.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from typing import Callable, Optional, Sequence
+
+from .images import DEFAULT_MAX_SIDE, ImageLoadError, load_image
+from .instances import DEFAULT_REPAIR_PRIORITY
+from .report import SCHEMA_VERSION, assess_image, new_report
+
+DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+# Room for the multipart envelope (boundaries, part headers) on top of the file itself.
+_MULTIPART_OVERHEAD = 16 * 1024
+
+__all__ = ["create_app", "DEFAULT_MAX_UPLOAD_BYTES"]
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 when the request body is (announced or turns out to be) larger than ``limit`` bytes."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = int(limit)
+
+    async def _reject(self, send, detail: str):
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from starlette.exceptions import HTTPException
+
+        limit = self.limit
+        detail = f"request body larger than the limit of {limit} bytes"
+        for k, v in scope.get("headers", []):
+            if k == b"content-length":
+                try:
+                    if int(v) > limit:
+                        return await self._reject(send, detail)
+                except ValueError:
+                    pass
+        state = {"n": 0, "started": False}
+
+        async def limited_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                state["n"] += len(message.get("body", b""))
+                if state["n"] > limit:
+                    # An HTTPException passes through FastAPI's body parsing unchanged and becomes a 413 response.
+                    raise HTTPException(status_code=413, detail=detail)
+            return message
+
+        async def tracking_send(message):
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except HTTPException as e:
+            if e.status_code != 413 or state["started"]:
+                raise
+            await self._reject(send, detail)
+
+
+def create_app(
+    predictor_factory: Callable[[], Callable],
+    gate=None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    *,
+    class_names: Optional[Sequence[str]] = None,
+    score_threshold: float = 0.0,
+    priority: Sequence[str] = DEFAULT_REPAIR_PRIORITY,
+    max_side: int = DEFAULT_MAX_SIDE,
+    model_info: Optional[dict] = None,
+):
+    """FastAPI app; ``predictor_factory()`` is called once at start-up and must return a predictor
+    (callable BGR array -> ``{"instances": Instances}``)."""
+    from fastapi import FastAPI, File, HTTPException, UploadFile
+
+    state = {"predictor": None, "lock": threading.Lock()}
+    info = dict(model_info or {})
+    if class_names is not None:
+        info.setdefault("class_names", list(class_names))
+    if gate is not None:
+        info.setdefault("gate", gate.describe() if hasattr(gate, "describe") else {})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        state["predictor"] = predictor_factory()
+        yield
+        state["predictor"] = None
+
+    app = FastAPI(title="CarDD damage assessment", version=SCHEMA_VERSION, lifespan=lifespan)
+    app.state.cardd = state
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "model_loaded": state["predictor"] is not None, "gate": gate is not None,
+                "schema_version": SCHEMA_VERSION, "max_upload_bytes": int(max_upload_bytes)}
+
+    @app.post("/assess")
+    def assess_upload(file: UploadFile = File(..., description="one image (JPEG, PNG, ...)")):
+        # A sync endpoint: FastAPI runs it in a worker thread, so inference does not block the event loop.
+        if state["predictor"] is None:
+            raise HTTPException(status_code=503, detail="model not loaded")
+        data = file.file.read(max_upload_bytes + 1)
+        name = file.filename or "upload"
+        if len(data) > max_upload_bytes:
+            raise HTTPException(status_code=413, detail=f"{name}: file larger than {max_upload_bytes} bytes")
+        if not data:
+            raise HTTPException(status_code=400, detail=f"{name}: empty upload")
+        try:
+            img = load_image(data, max_side=max_side, name=name)
+        except ImageLoadError as e:
+            raise HTTPException(status_code=415, detail=f"{name}: {e.reason}") from None
+        with state["lock"]:
+            try:
+                rec, _ = assess_image(img, state["predictor"], gate, name=name, class_names=class_names,
+                                      score_threshold=score_threshold, priority=priority)
+            except Exception as e:  # noqa: BLE001
+                raise HTTPException(status_code=500,
+                                    detail=f"{name}: processing failed: {type(e).__name__}: {e}") from None
+        return new_report([rec], info, priority, score_threshold, rec["time_s"])
+
+    # Outermost wrapper so oversized bodies are refused before multipart parsing.
+    app.add_middleware(_BodyLimit, limit=int(max_upload_bytes) + _MULTIPART_OVERHEAD)
+    return app
