@@ -2,3 +2,5 @@
 from . import losses  # noqa: F401,E402
 from . import roi_heads  # noqa: F401,E402  (CarDDStandardROIHeads, DCNPlusROIHeads)
 from . import dcn_plus  # noqa: F401,E402  (apply_dcn_plus_preset)
+from . import layers  # noqa: F401,E402  (deformable conv, context block)
+from . import backbone  # noqa: F401,E402  (registers build_cardd_resnet_backbone / build_cardd_resnet_fpn_backbone)
