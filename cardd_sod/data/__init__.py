@@ -4,5 +4,5 @@ from .dataset import (  # noqa: F401
     load_image, load_mask, mask_to_edge, read_sod_split, sod_collate, split_dirs,
 )
 from .coco import (  # noqa: F401
-    category_slug, coco_to_sod, coco_to_sod_classwise, instance_union_mask,
+    cardd_coco_sources, category_slug, coco_root_to_sod, coco_to_sod, coco_to_sod_classwise, instance_union_mask,
 )

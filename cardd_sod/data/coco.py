@@ -23,7 +23,8 @@ import numpy as np
 
 from .dataset import SPLITS, mask_to_edge, split_dirs
 
-__all__ = ["coco_to_sod", "coco_to_sod_classwise", "category_slug", "instance_union_mask", "COCO_SPLIT_NAMES"]
+__all__ = ["coco_to_sod", "coco_to_sod_classwise", "coco_root_to_sod", "cardd_coco_sources", "category_slug",
+           "instance_union_mask", "COCO_SPLIT_NAMES"]
 
 # COCO split names of the official release -> SOD split names
 COCO_SPLIT_NAMES = {"train": "TR", "train2017": "TR", "val": "VAL", "val2017": "VAL", "test": "TE", "test2017": "TE",
@@ -177,4 +178,34 @@ def coco_to_sod_classwise(json_path: str, image_dir: str, out_root: str, split: 
                            keep_empty=keep_empty, **kwargs)
         info["category"] = c["name"]
         out[slug] = info
+    return out
+
+
+# The official CarDD_COCO layout: split -> (json, image folder)
+CARDD_COCO_SPLITS = {"TR": ("instances_train2017.json", "train2017"), "VAL": ("instances_val2017.json", "val2017"),
+                     "TE": ("instances_test2017.json", "test2017")}
+
+
+def cardd_coco_sources(coco_root: str, splits: Sequence[str] = SPLITS) -> dict:
+    """{split: (json, image_dir)} of an official-layout CarDD_COCO folder; missing splits raise."""
+    out = {}
+    for sp in splits:
+        sp = COCO_SPLIT_NAMES.get(sp.lower(), sp.upper())
+        j, d = CARDD_COCO_SPLITS[sp]
+        jp, dp = os.path.join(coco_root, "annotations", j), os.path.join(coco_root, d)
+        if not os.path.isfile(jp):
+            raise FileNotFoundError(f"CarDD_COCO annotation file not found: {jp}")
+        if not os.path.isdir(dp):
+            raise FileNotFoundError(f"CarDD_COCO image folder not found: {dp}")
+        out[sp] = (jp, dp)
+    return out
+
+
+def coco_root_to_sod(coco_root: str, out_root: str, splits: Sequence[str] = SPLITS, classwise: bool = False,
+                     **kwargs) -> dict:
+    """Convert every split of a CarDD_COCO folder; ``classwise`` writes ``out_root/<class>/CarDD-XX``."""
+    out = {}
+    for sp, (jp, dp) in cardd_coco_sources(coco_root, splits).items():
+        fn = coco_to_sod_classwise if classwise else coco_to_sod
+        out[sp] = fn(jp, dp, out_root, sp, **kwargs)
     return out
