@@ -95,6 +95,26 @@ def _to_rgb_array(img, notes: List[str]) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def _signature(source) -> str:
+    """Name of the image format whose magic bytes start ``source`` (path or bytes), or ''."""
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            head = bytes(source[:16])
+        else:
+            with open(source, "rb") as f:
+                head = f.read(16)
+    except OSError:
+        return ""
+    for magic, name in _SIGNATURES:
+        if head.startswith(magic):
+            return name
+    return "WEBP" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else ""
+
+
 def load_image(source: Union[str, os.PathLike, bytes], max_side: int = DEFAULT_MAX_SIDE, name: Optional[str] = None):
     """Read ``source`` (a path or the bytes of an encoded image) into a :class:`LoadedImage`.
 
@@ -138,6 +158,9 @@ def load_image(source: Union[str, os.PathLike, bytes], max_side: int = DEFAULT_M
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
+        kind = _signature(source)
+        if kind:
+            raise ImageLoadError(label, f"corrupt image ({kind} signature, but the data cannot be decoded)") from None
         raise ImageLoadError(label, "not an image (cannot identify the file format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageLoadError(label, f"image too large to decode safely ({e})") from None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -27,6 +28,8 @@ def setup_cfg(config_file: str, weights: Optional[str] = None, opts: Sequence[st
 
     cfg = get_cardd_cfg()
     if config_file:
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(f"config file not found: {config_file}")
         cfg.merge_from_file(config_file)
     if opts:
         cfg.merge_from_list(list(opts))
