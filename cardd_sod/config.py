@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
@@ -116,6 +117,8 @@ def _merge(base: dict, new: Mapping, path: str, strict: bool, source: str) -> No
         if isinstance(v, Mapping) and isinstance(base.get(k), Mapping) and k != "KWARGS":
             _merge(base[k], v, key + ".", strict, source)
         else:
+            if isinstance(v, str) and _NUMBER.match(v.strip()):
+                v = float(v)  # YAML 1.1 reads '1e-4' as a string
             base[k] = copy.deepcopy(v) if not isinstance(v, Mapping) else dict(v)
 
 
@@ -158,10 +161,23 @@ def _split_overrides(overrides: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _parse_value(raw: str):
+    """YAML value; numbers such as '1e-3' (a string in YAML 1.1) become floats."""
+    if raw == "":
+        return ""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        return float(value)
+    return value
+
+
 def merge_overrides(cfg: SODConfig, overrides: Iterable[str]) -> SODConfig:
     """Apply dotted ``KEY VALUE`` overrides in place (values parsed as YAML). Unknown keys raise KeyError."""
     for key, raw in _split_overrides(list(overrides)):
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = _parse_value(raw)
         node = cfg
         parts = key.split(".")
         for p in parts[:-1]:
