@@ -1,0 +1,180 @@
+"""DCN / DCN+ / Table II configs: released values, the DCN+ preset, and every config builds a model."""
+import os
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from cardd_d2.engine import setup_cfg
+from cardd_d2.modeling.dcn_plus import DCN_PLUS_SETTINGS, apply_dcn_plus_preset, epoch_schedule
+from cardd_d2.modeling.roi_heads import CarDDStandardROIHeads, DCNPlusROIHeads, FocalFastRCNNOutputLayers
+
+DCN_CONFIGS = ["CarDD/dcn_R_50_FPN.yaml", "CarDD/dcn_R_101_FPN.yaml"]
+DCN_PLUS_CONFIGS = ["CarDD/dcn_plus_R_50_FPN.yaml", "CarDD/dcn_plus_R_101_FPN.yaml"]
+ABLATION = {  # config -> (ROI heads, classifier loss, range resize)
+    "CarDD/ablation/dcn_R_101_baseline.yaml": ("CarDDStandardROIHeads", "ce", False),
+    "CarDD/ablation/dcn_R_101_multiscale.yaml": ("CarDDStandardROIHeads", "ce", True),
+    "CarDD/ablation/dcn_R_101_focal.yaml": ("CarDDStandardROIHeads", "focal", False),
+    "CarDD/ablation/dcn_R_101_multiscale_focal.yaml": ("DCNPlusROIHeads", "focal", True),
+}
+ALL = DCN_CONFIGS + DCN_PLUS_CONFIGS + list(ABLATION)
+
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
+
+
+def _load(name):
+    return setup_cfg(os.path.join(CONFIGS, name), freeze=False)
+
+
+def test_epoch_schedules():
+    assert epoch_schedule(2) == (33792, (22528, 30976))
+    assert epoch_schedule(4) == (16896, (11264, 15488))
+    assert epoch_schedule(8) == (8448, (5632, 7744))
+
+
+@pytest.mark.parametrize("name", DCN_CONFIGS)
+def test_dcn_released_values(name):
+    cfg = _load(name)
+    assert cfg.MODEL.BACKBONE.NAME == "build_cardd_resnet_fpn_backbone"
+    assert cfg.MODEL.RESNETS.DEPTH == (101 if "R_101" in name else 50)
+    assert list(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE) == [False, True, True, True]
+    assert cfg.MODEL.RESNETS.DEFORM_MODULATED is False and cfg.MODEL.RESNETS.DEFORM_NUM_GROUPS == 1
+    assert cfg.MODEL.BACKBONE.FREEZE_AT == 2
+    assert cfg.MODEL.ROI_HEADS.NAME == "StandardROIHeads" and cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE == "ce"
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 6 and cfg.MODEL.MASK_ON
+    assert not cfg.INPUT.RANGE_RESIZE.ENABLED
+    assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == (800,) and cfg.INPUT.MAX_SIZE_TRAIN == 1333
+    s = cfg.SOLVER
+    assert (s.IMS_PER_BATCH, s.BASE_LR, s.MAX_ITER, tuple(s.STEPS)) == (2, 0.0025, 33792, (22528, 30976))
+    assert (s.WARMUP_METHOD, s.WARMUP_ITERS, s.WARMUP_FACTOR) == ("linear", 500, 0.001)
+    assert (s.MOMENTUM, s.WEIGHT_DECAY, s.GAMMA) == (0.9, 1e-4, 0.1)
+
+
+def _assert_dcn_plus(cfg):
+    for key, value in DCN_PLUS_SETTINGS:
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if isinstance(value, (list, tuple)):
+            assert list(node) == list(value), key
+        else:
+            assert node == value, key
+
+
+@pytest.mark.parametrize("name", DCN_PLUS_CONFIGS)
+def test_dcn_plus_released_values(name):
+    cfg = _load(name)
+    _assert_dcn_plus(cfg)
+    # the released numbers, spelled out
+    assert list(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE) == [True] * 4 and cfg.MODEL.BACKBONE.FREEZE_AT == 2
+    assert (cfg.MODEL.ROI_BOX_HEAD.FOCAL_VARIANT, cfg.MODEL.ROI_BOX_HEAD.FOCAL_ALPHA,
+            cfg.MODEL.ROI_BOX_HEAD.FOCAL_GAMMA) == ("mmdet_sigmoid", 0.5, 2.0)
+    rr = cfg.INPUT.RANGE_RESIZE
+    assert (rr.ENABLED, rr.WIDTH, tuple(rr.HEIGHT_RANGE), rr.KEEP_RATIO) == (True, 1333, (640, 1200), False)
+    s = cfg.SOLVER
+    assert (s.IMS_PER_BATCH, s.BASE_LR, s.MAX_ITER, tuple(s.STEPS)) == (4, 0.005, 16896, (11264, 15488))
+    assert (s.WARMUP_ITERS, s.WARMUP_FACTOR) == (500, 0.001)
+    assert cfg.MODEL.RESNETS.DEPTH == (101 if "R_101" in name else 50)
+
+
+def test_preset_turns_mask_rcnn_into_the_dcn_plus_config():
+    for depth in ("50", "101"):
+        preset = apply_dcn_plus_preset(_load(f"CarDD/mask_rcnn_R_{depth}_FPN.yaml"))
+        _assert_dcn_plus(preset)
+        yaml = _load(f"CarDD/dcn_plus_R_{depth}_FPN.yaml")
+        for cfg in (preset, yaml):  # differ only in starting weights and output folder
+            cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR = "", ""
+        assert preset.dump() == yaml.dump()
+
+
+def test_preset_requires_cardd_keys_and_keeps_frozen_state():
+    from detectron2.config import get_cfg
+
+    with pytest.raises(ValueError, match="add_cardd_config"):
+        apply_dcn_plus_preset(get_cfg())
+    cfg = _load("CarDD/mask_rcnn_R_50_FPN.yaml")
+    cfg.freeze()
+    assert apply_dcn_plus_preset(cfg).is_frozen()
+
+
+@pytest.mark.parametrize("name", list(ABLATION))
+def test_table_ii_ablation_values(name):
+    cfg = _load(name)
+    heads, loss, multiscale = ABLATION[name]
+    assert cfg.MODEL.ROI_HEADS.NAME == heads
+    assert cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE == loss
+    assert cfg.INPUT.RANGE_RESIZE.ENABLED is multiscale
+    assert cfg.MODEL.RESNETS.DEPTH == 101 and list(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE) == [True] * 4
+    s = cfg.SOLVER
+    assert (s.IMS_PER_BATCH, s.BASE_LR, s.MAX_ITER, tuple(s.STEPS)) == (4, 0.005, 16896, (11264, 15488))
+    if loss == "focal":
+        assert (cfg.MODEL.ROI_BOX_HEAD.FOCAL_ALPHA, cfg.MODEL.ROI_BOX_HEAD.FOCAL_GAMMA) == (0.5, 2.0)
+
+
+def _deform_blocks(model):
+    from cardd_d2.modeling.backbone.resnet import CarddBottleneckBlock
+
+    bottom_up = model.backbone.bottom_up
+    out = {}
+    for stage in ("res2", "res3", "res4", "res5"):
+        blocks = list(getattr(bottom_up, stage).children())
+        out[stage] = [isinstance(b, CarddBottleneckBlock) and hasattr(b, "conv2_offset") for b in blocks]
+    return out
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_config_builds(name, tiny_cfg):
+    cfg = tiny_cfg(name, "MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "16",
+                   "MODEL.ROI_MASK_HEAD.CONV_DIM", "8")
+    model = build_model(cfg)
+    heads = model.roi_heads
+    if "plus" in name or "ablation" in name:
+        assert isinstance(heads, CarDDStandardROIHeads)
+        assert isinstance(heads.box_predictor, FocalFastRCNNOutputLayers)
+        expected_loss = "focal" if isinstance(heads, DCNPlusROIHeads) else cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE
+        assert heads.box_predictor.cls_loss_type == expected_loss
+        assert isinstance(heads, DCNPlusROIHeads) is (cfg.MODEL.ROI_HEADS.NAME == "DCNPlusROIHeads")
+    else:
+        assert type(heads).__name__ == "StandardROIHeads"
+    deform = _deform_blocks(model)
+    expected_res2 = "plus" in name or "ablation" in name
+    assert all(deform["res2"]) is expected_res2 and any(deform["res2"]) is expected_res2
+    assert all(deform["res3"]) and all(deform["res4"]) and all(deform["res5"])
+    assert len(deform["res4"]) == (23 if "R_101" in name else 6)
+    # FREEZE_AT 2: stem and res2 (offset convs included) frozen, res3 trainable
+    bu = model.backbone.bottom_up
+    assert not any(p.requires_grad for p in bu.stem.parameters())
+    assert not any(p.requires_grad for p in bu.res2.parameters())
+    assert all(p.requires_grad for n, p in bu.res3.named_parameters() if "norm" not in n)
+
+
+def test_dcn_plus_trains_one_step_with_focal_loss(tiny_cfg):
+    from detectron2.structures import Boxes, Instances
+    from detectron2.utils.events import EventStorage
+
+    cfg = tiny_cfg("CarDD/dcn_plus_R_50_FPN.yaml", "MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "16",
+                   "MODEL.ROI_MASK_HEAD.CONV_DIM", "8")
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    inst = Instances((96, 128))
+    inst.gt_boxes = Boxes(torch.tensor([[10.0, 10.0, 60.0, 50.0]]))
+    inst.gt_classes = torch.tensor([3])
+    from detectron2.structures import PolygonMasks
+
+    inst.gt_masks = PolygonMasks([[[10.0, 10.0, 60.0, 10.0, 60.0, 50.0, 10.0, 50.0]]])
+    batch = [{"image": torch.randint(0, 255, (3, 96, 128)).float(), "instances": inst}]
+    with EventStorage(0):
+        losses = model(batch)
+    assert set(losses) >= {"loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"}
+    total = sum(losses.values())
+    total.backward()
+    res3_offset = model.backbone.bottom_up.res3[0].conv2_offset.weight
+    assert res3_offset.grad is not None and res3_offset.grad.abs().sum() > 0
+    assert model.roi_heads.box_predictor.cls_score.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        (out,) = model([{"image": batch[0]["image"], "height": 96, "width": 128}])
+    scores = out["instances"].scores
+    assert ((scores >= 0) & (scores <= 1)).all()
