@@ -64,6 +64,8 @@ def add_cardd_config(cfg):
     _C.TEST.CARDD_EVAL.USE_FAST_IMPL = False
     # Row label of this run in results.md ("" -> "ours").
     _C.TEST.CARDD_EVAL.METHOD_NAME = ""
+    # COCOeval's detections per image for AP (COCO and mmdet: 100), independent of TEST.DETECTIONS_PER_IMAGE.
+    _C.TEST.CARDD_EVAL.MAX_DETS_PER_IMAGE = 100
 
     # ---------------------------------------------------------------- damaged/undamaged gate (cardd_d2.assessment)
     _C.CARDD = CN()

@@ -17,3 +17,4 @@ from .tables import (  # noqa: F401
     render_results_markdown,
     write_results,
 )
+from .paper_results import PAPER_RESULTS, paper_row_name  # noqa: F401

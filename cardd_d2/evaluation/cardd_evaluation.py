@@ -206,7 +206,7 @@ def build_cardd_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = No
         output_dir=output_dir,
         report_coco_sizes=ev.REPORT_COCO_SIZES,
         area_ranges=area,
-        max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+        max_dets_per_image=ev.MAX_DETS_PER_IMAGE,
         use_fast_impl=ev.USE_FAST_IMPL,
         method_name=ev.METHOD_NAME or "ours",
     )

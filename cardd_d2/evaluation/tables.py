@@ -153,6 +153,8 @@ def render_results_markdown(
     ]
     for task in tasks:
         for metric in ("AP", "AP50"):
+            if not _class_names_from([results] + list((paper or {}).values()), task, metric):
+                continue
             parts.append(f"## Per-class {_TASK_LABEL[task]} {metric}\n")
             parts.append(render_per_class_table(rows, paper, task=task, metric=metric, digits=digits))
     if any(k.startswith("coco_") for t in tasks for k in _task_metrics(results, t)):

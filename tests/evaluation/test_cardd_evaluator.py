@@ -15,7 +15,7 @@ from detectron2.evaluation import inference_on_dataset
 from detectron2.structures import Boxes, Instances
 
 from cardd_d2.evaluation import CarDDEvaluator, build_cardd_evaluator, load_results_json
-from conftest import IMG_H, IMG_W, make_gt, make_predictions
+from eval_synth import IMG_H, IMG_W, make_gt, make_predictions
 
 CARDD_RNG = [[0, 1e10], [0, 128**2], [128**2, 256**2], [256**2, 1e10]]
 

@@ -91,7 +91,7 @@ def test_empty_bucket_is_nan(synth_gt, synth_preds):
 
 
 def test_detections_on_image_without_annotations_are_false_positives(synth_gt, synth_preds):
-    from conftest import EMPTY_IMAGE_ID
+    from eval_synth import EMPTY_IMAGE_ID
 
     base = evaluate_coco_json(synth_gt, synth_preds, tasks=["bbox"])["bbox"]
     extra = [
