@@ -328,8 +328,10 @@ def deform_backend_info() -> dict:
     import torchvision
 
     c_ok = has_detectron2_C()
+    auto = "detectron2" if c_ok else "torchvision"
     return {
-        "deform_backend_auto": "detectron2" if c_ok else "torchvision",
+        "auto": auto,  # what MODEL.RESNETS.DEFORM_BACKEND="auto" resolves to
+        "deform_backend_auto": auto,
         "detectron2_C": c_ok,
         "torchvision": torchvision.__version__,
         "torchvision_deform_conv2d": hasattr(torchvision.ops, "deform_conv2d"),

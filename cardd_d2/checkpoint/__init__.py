@@ -1,0 +1,13 @@
+"""Checkpoint conversion: mmdetection 2.x -> detectron2 (see mmdet_convert)."""
+from .mmdet_convert import (  # noqa: F401
+    HEAD_RULE_SETS,
+    ConversionResult,
+    HeadRules,
+    MmdetConversionError,
+    Rule,
+    analyze_mmdet_state_dict,
+    convert_mmdet_checkpoint,
+    convert_mmdet_state_dict,
+    load_mmdet_state_dict,
+    register_head_rules,
+)
