@@ -13,6 +13,9 @@ def add_cardd_config(cfg):
 
     # ---------------------------------------------------------------- data (cardd_d2.data)
     _C.DATASETS.CARDD = CN()
+    # Folder that contains CarDD_COCO/ for cardd_train/val/test; "" means $CARDD_DATASETS, else ./datasets
+    # (cardd_d2.data.register_cardd_from_cfg).
+    _C.DATASETS.CARDD.ROOT = ""
     # Drop invalid annotations (with a warning and a count) instead of raising before training.
     _C.DATASETS.CARDD.SKIP_INVALID = False
     # Open every image once when a dataset is first loaded, so unreadable files fail before training.
