@@ -143,10 +143,12 @@ def test_authors_emeasure_uses_mean_and_strict_threshold():
     pred[:5] = 0.5  # mean 0.25: '> mean' selects rows 0-4 (perfect); 2 x mean = 0.5 with '>=' does too
     assert authors_emeasure(pred, gt) == pytest.approx(100 / 99, abs=1e-9)  # toolbox divides by (w h - 1)
     # a constant map: '>' mean selects nothing, '>=' would select everything
-    flat = np.full((10, 10), 0.4)
+    flat = np.full((10, 10), 0.5)
+    gt = np.zeros((10, 10), bool)
+    gt[:3] = True
     e_flat = authors_emeasure(flat, gt)
     ev = psm.Emeasure()
-    ev.gt_fg_numel, ev.gt_size = 50, 100
+    ev.gt_fg_numel, ev.gt_size = 30, 100
     assert e_flat == pytest.approx(ev.cal_em_with_threshold(np.zeros((10, 10)), gt, 0.5))
     assert e_flat != pytest.approx(ev.cal_em_with_threshold(flat, gt, flat.mean()))
 
@@ -169,7 +171,8 @@ def test_resize_policy_and_missing_predictions(tmp_path):
     with open(os.path.join(pd, "img2.png"), "wb") as f:
         f.write(b"garbage")
     with pytest.raises(ValueError, match="unreadable prediction.*img2"):
-        evaluate_saliency(pd, gd)
+        evaluate_saliency(pd, gd, names=["img0", "img2"])
+    assert evaluate_saliency(pd, gd, names=["img1"], pred_suffix="_sal")["num_images"] == 1
 
 
 def test_table_layout():
