@@ -36,6 +36,7 @@ from torch import nn
 from . import csnet as _csnet
 from . import poolnet as _poolnet
 from . import sgl_krn as _sgl_krn
+from . import u2net as _u2net
 from .layers import count_parameters
 
 __all__ = ["build_sod_model", "list_sod_models", "register_sod_model", "SOD_MODEL_SPECS", "SOD_PARAM_COUNTS",
@@ -79,3 +80,5 @@ def build_sod_model(name: str, **kwargs) -> nn.Module:
 register_sod_model("csnet", _csnet.CSNet, _csnet.SPEC)
 register_sod_model("poolnet", _poolnet.PoolNet, _poolnet.SPEC)
 register_sod_model("sgl_krn", _sgl_krn.SGLKRN, _sgl_krn.SPEC)
+register_sod_model("u2net", _u2net.build_u2net, _u2net.SPEC)
+register_sod_model("u2netp", _u2net.build_u2netp, _u2net.SPEC_P)
