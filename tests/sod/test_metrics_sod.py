@@ -142,15 +142,17 @@ def test_authors_emeasure_uses_mean_and_strict_threshold():
     pred = np.zeros((10, 10))
     pred[:5] = 0.5  # mean 0.25: '> mean' selects rows 0-4 (perfect); 2 x mean = 0.5 with '>=' does too
     assert authors_emeasure(pred, gt) == pytest.approx(100 / 99, abs=1e-9)  # toolbox divides by (w h - 1)
-    # a constant map: '>' mean selects nothing, '>=' would select everything
-    flat = np.full((10, 10), 0.5)
+    # pixels exactly at the mean: '>' excludes them (perfect here), '>=' would include them
+    pred = np.zeros((10, 10))
+    pred[:2] = 1.0
+    pred[2:8] = 0.5  # mean = (20 + 30) / 100 = 0.5 exactly
     gt = np.zeros((10, 10), bool)
-    gt[:3] = True
-    e_flat = authors_emeasure(flat, gt)
+    gt[:2] = True
+    assert pred.mean() == 0.5
+    assert authors_emeasure(pred, gt) == pytest.approx(100 / 99, abs=1e-9)
     ev = psm.Emeasure()
-    ev.gt_fg_numel, ev.gt_size = 30, 100
-    assert e_flat == pytest.approx(ev.cal_em_with_threshold(np.zeros((10, 10)), gt, 0.5))
-    assert e_flat != pytest.approx(ev.cal_em_with_threshold(flat, gt, flat.mean()))
+    ev.gt_fg_numel, ev.gt_size = 20, 100
+    assert ev.cal_em_with_threshold(pred, gt, pred.mean()) < 0.9
 
 
 def test_resize_policy_and_missing_predictions(tmp_path):
