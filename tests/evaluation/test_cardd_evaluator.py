@@ -180,3 +180,40 @@ def test_build_from_config(register, synth_gt, tmp_path):
     res = run(ev, synth_gt, to_model_outputs(synth_gt, [], name, with_masks=False))
     assert set(res) == {"bbox"} and "coco_APs" not in res["bbox"]
     assert "| tiny |" in (tmp_path / "cfg" / "results.md").read_text()
+
+
+def test_on_registered_synthetic_cardd(synthetic_cardd):
+    """Perfect predictions on the project's synthetic CarDD split (registered by cardd_d2.data) give AP 100."""
+    from cardd_d2.data import register_coco_damage
+    from detectron2.structures import BoxMode
+
+    name = f"cardd_eval_synth_{uuid.uuid4().hex[:8]}"
+    register_coco_damage(name, synthetic_cardd["json"]["train"], synthetic_cardd["image_dirs"]["train"])
+    try:
+        dicts = DatasetCatalog.get(name)
+        classes = MetadataCatalog.get(name).thing_classes
+        present = {classes[a["category_id"]] for d in dicts for a in d["annotations"]}
+        outputs, loader = {}, []
+        for d in dicts:
+            h, w = d["height"], d["width"]
+            anns = d["annotations"]
+            inst = Instances((h, w))
+            boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
+            inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+            inst.scores = torch.ones(len(anns))
+            inst.pred_classes = torch.tensor([a["category_id"] for a in anns], dtype=torch.int64)
+            masks = [mask_util.decode(mask_util.merge(mask_util.frPyObjects(a["segmentation"], h, w))) for a in anns]
+            inst.pred_masks = torch.from_numpy(np.array(masks, dtype=bool).reshape(-1, h, w))
+            outputs[d["image_id"]] = {"instances": inst}
+            loader.append([{"image_id": d["image_id"], "height": h, "width": w}])
+        res = inference_on_dataset(FakeModel(outputs), loader, CarDDEvaluator(name, distributed=False))
+        for task in ("bbox", "segm"):
+            assert res[task]["AP"] == pytest.approx(100.0)
+            for c in classes:
+                if c in present:
+                    assert res[task][f"AP-{c}"] == pytest.approx(100.0)
+                else:
+                    assert math.isnan(res[task][f"AP-{c}"])
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
