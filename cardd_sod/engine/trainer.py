@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import random
+import warnings
 from typing import Callable, Iterator, Optional
 
 import numpy as np
@@ -362,7 +363,9 @@ class SODTrainer:
                     stop = True
                     break
             self.epoch += 1
-            self.scheduler.step()
+            with warnings.catch_warnings():  # an epoch may end inside an accumulation (no optimizer step yet)
+                warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
+                self.scheduler.step()
             history.append({"epoch": self.epoch, "iter": self.iter, "loss": run_loss / max(n, 1)})
             if writer is not None:
                 writer.add_scalar("train/epoch_loss", run_loss / max(n, 1), self.epoch)
