@@ -35,9 +35,10 @@ class InfoFlowMaskHead(MaskRCNNConvUpsampleHead):
         super().__init__(input_shape, **kwargs)
         self.with_conv_res = with_conv_res
         if with_conv_res:
-            channels = self.conv_norm_relus[-1].out_channels if self.conv_norm_relus else input_shape.channels
+            feat_channels = self.conv_norm_relus[-1].out_channels if self.conv_norm_relus else input_shape.channels
+            # Previous head's last conv feature -> this head's input channels (both 256 in mmdet).
             # Added after the Sequential's own layers; ``layers`` below does not iterate over the Sequential.
-            self.conv_res = Conv2d(channels, channels, kernel_size=1, activation=nn.ReLU())
+            self.conv_res = Conv2d(feat_channels, input_shape.channels, kernel_size=1, activation=nn.ReLU())
             weight_init.c2_msra_fill(self.conv_res)
 
     @classmethod
