@@ -6,6 +6,8 @@ from .mmdet_convert import (  # noqa: F401
     MmdetConversionError,
     Rule,
     analyze_mmdet_state_dict,
+    config_overrides,
+    mmdet_style_overrides,
     convert_mmdet_checkpoint,
     convert_mmdet_state_dict,
     load_mmdet_state_dict,

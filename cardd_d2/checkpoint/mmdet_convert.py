@@ -70,6 +70,8 @@ __all__ = [
     "neck_rules",
     "rpn_rules",
     "detect_heads",
+    "config_overrides",
+    "mmdet_style_overrides",
     "load_mmdet_state_dict",
     "analyze_mmdet_state_dict",
     "convert_mmdet_state_dict",
@@ -376,6 +378,16 @@ def analyze_mmdet_state_dict(
     return info
 
 
+def mmdet_style_overrides() -> List[Tuple[str, object]]:
+    """The (key, value) pairs every model running mmdet "pytorch"-style ResNet weights needs."""
+    return [
+        ("MODEL.RESNETS.STRIDE_IN_1X1", False),
+        ("INPUT.FORMAT", "RGB"),
+        ("MODEL.PIXEL_MEAN", list(MMDET_PIXEL_MEAN)),
+        ("MODEL.PIXEL_STD", list(MMDET_PIXEL_STD)),
+    ]
+
+
 def config_overrides(info: dict, num_classes: Optional[int] = None) -> List[Tuple[str, object]]:
     """detectron2 config (key, value) pairs a cardd config needs to run the converted weights as mmdet did."""
     ov: List[Tuple[str, object]] = []
@@ -383,10 +395,7 @@ def config_overrides(info: dict, num_classes: Optional[int] = None) -> List[Tupl
         ov.append(("MODEL.BACKBONE.NAME",
                    "build_cardd_resnet_fpn_backbone" if info["has_neck"] else "build_cardd_resnet_backbone"))
         ov.append(("MODEL.RESNETS.DEPTH", info["depth"]))
-        ov.append(("MODEL.RESNETS.STRIDE_IN_1X1", False))
-        ov.append(("INPUT.FORMAT", "RGB"))
-        ov.append(("MODEL.PIXEL_MEAN", list(MMDET_PIXEL_MEAN)))
-        ov.append(("MODEL.PIXEL_STD", list(MMDET_PIXEL_STD)))
+        ov.extend(mmdet_style_overrides())
         ov.append(("MODEL.RESNETS.DEFORM_ON_PER_STAGE", info["deform_on_per_stage"]))
         if any(info["deform_on_per_stage"]):
             ov.append(("MODEL.RESNETS.DEFORM_MODULATED", info["deform_modulated"]))
