@@ -31,6 +31,20 @@ ARCHS = ("vgg16", "vgg16_bn", "vgg11", "tiny")
 _TINY_CFG = [8, "M", 16, "M", 32, "M"]
 
 
+class _TinyVGG(nn.Module):
+    """VGG layout (features -> pool -> classifier) at toy size; torchvision's VGG class would first allocate its
+    25088x4096 head."""
+
+    def __init__(self, features: nn.Module, num_classes: int):
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32, 32), nn.ReLU(True), nn.Linear(32, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.avgpool(self.features(x)))
+
+
 def build_classifier(arch: str = "vgg16", num_classes: int = 2, weights: Optional[str] = None) -> nn.Module:
     """A VGG classifier with a ``num_classes``-way last layer; every parameter trainable.
 
@@ -43,19 +57,17 @@ def build_classifier(arch: str = "vgg16", num_classes: int = 2, weights: Optiona
     if arch == "tiny":
         if weights and weights.lower() == "imagenet":
             raise ValueError("there are no ImageNet weights for the 'tiny' test architecture")
-        model = tv_vgg.VGG(tv_vgg.make_layers(_TINY_CFG, batch_norm=False), num_classes=num_classes, init_weights=True)
-        model.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        model.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32, 32), nn.ReLU(True), nn.Linear(32, num_classes))
+        model = _TinyVGG(tv_vgg.make_layers(_TINY_CFG, batch_norm=False), num_classes)
     elif arch in ("vgg16", "vgg16_bn", "vgg11"):
+        state = _imagenet_state_dict(arch, weights) if weights and weights.lower() != "none" else None
         model = getattr(tv_vgg, arch)(weights=None, num_classes=1000)
-        if weights and weights.lower() != "none":
-            state = _imagenet_state_dict(arch, weights)
-            if state is not None:
-                missing, unexpected = model.load_state_dict(state, strict=False)
-                if unexpected or missing:
-                    raise ValueError(f"weights {weights!r} do not match {arch}: missing {missing}, unexpected "
-                                     f"{unexpected}")
-                weights = None  # consumed
+        if state is not None:  # ImageNet weights: everything but the 1000-way layer, which is replaced below
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            missing = [k for k in missing if not k.startswith("classifier.6.")]
+            if unexpected or missing:
+                raise ValueError(f"weights {weights!r} do not match {arch}: missing {missing}, unexpected "
+                                 f"{unexpected}")
+            weights = None  # consumed
         last = model.classifier[-1]
         model.classifier[-1] = nn.Linear(last.in_features, num_classes)
     else:
@@ -378,7 +390,7 @@ def train_classifier(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(y)
+            total += float(loss.detach()) * len(y)
             count += len(y)
             bar.set_postfix(loss=f"{total / max(1, count):.4f}")
         rec = {"epoch": epoch + 1, "loss": total / max(1, count)}

@@ -1,4 +1,5 @@
-"""HTTP damage-assessment service (FastAPI).
+"""HTTP damage-assessment service (FastAPI). (No ``from __future__ import annotations``: FastAPI reads the
+endpoint annotations at runtime.)
 
 ``create_app(predictor_factory, gate=None, max_upload_bytes=...)`` returns an app with
 
@@ -11,7 +12,6 @@ serialised with a lock. Request bodies larger than ``max_upload_bytes`` are refu
 ``Content-Length`` header and again while the body streams in); an empty upload or a file that is not a decodable image
 gets 400 / 415 with the reason.
 """
-from __future__ import annotations
 
 import contextlib
 import json
@@ -124,7 +124,7 @@ def create_app(
         data = file.file.read(max_upload_bytes + 1)
         name = file.filename or "upload"
         if len(data) > max_upload_bytes:
-            raise HTTPException(status_code=413, detail=f"{name}: file larger than {max_upload_bytes} bytes")
+            raise HTTPException(status_code=413, detail=f"{name}: file larger than the upload limit of {max_upload_bytes} bytes")
         if not data:
             raise HTTPException(status_code=400, detail=f"{name}: empty upload")
         try:

@@ -1,0 +1,125 @@
+"""The HTTP service, started for real (uvicorn in a thread on 127.0.0.1, free port) and called over HTTP."""
+import io
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from assessment_helpers import FakePredictor, constant_gate, rgb_image
+
+from cardd_d2.assessment import validate_report
+from cardd_d2.assessment.service import create_app
+
+MAX_UPLOAD = 64 * 1024
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _png_bytes(arr):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server():
+    import uvicorn
+
+    made = []
+
+    def factory():
+        made.append(FakePredictor())
+        return made[-1]
+
+    app = create_app(factory, gate=None, max_upload_bytes=MAX_UPLOAD)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}", made
+    finally:
+        srv.should_exit = True
+        th.join(timeout=10)
+
+
+def test_health_and_model_loaded_once(server):
+    url, made = server
+    with httpx.Client(base_url=url, timeout=30) as c:
+        r = c.get("/health")
+        assert r.status_code == 200 and r.json()["model_loaded"] is True and r.json()["schema_version"] == "1.0"
+        for _ in range(2):
+            r = c.post("/assess", files={"file": ("car.png", _png_bytes(rgb_image()), "image/png")})
+            assert r.status_code == 200, r.text
+    assert len(made) == 1 and made[0].calls == 2  # built at start-up, reused by every request
+
+
+def test_assess_returns_schema_valid_report(server):
+    url, _ = server
+    gray16 = np.full((30, 40), 40000, np.uint16)
+    with httpx.Client(base_url=url, timeout=30) as c:
+        r = c.post("/assess", files={"file": ("deep.png", _png_bytes(gray16), "image/png")})
+    assert r.status_code == 200, r.text
+    rep = r.json()
+    validate_report(rep)
+    (img,) = rep["images"]
+    assert img["status"] == "ok" and img["file"] == "deep.png" and (img["width"], img["height"]) == (40, 30)
+    assert img["instances"][0]["class"] == "crack" and "mask" in img["instances"][0]
+    assert any("16-bit" in w for w in img["warnings"])
+
+
+def test_bad_uploads_get_clear_4xx(server):
+    url, made = server
+    calls = made[0].calls
+    with httpx.Client(base_url=url, timeout=30) as c:
+        r = c.post("/assess", files={"file": ("notes.jpg", b"hello, not an image", "image/jpeg")})
+        assert r.status_code == 415 and "notes.jpg" in r.json()["detail"] and "not an image" in r.json()["detail"]
+        r = c.post("/assess", files={"file": ("empty.png", b"", "image/png")})
+        assert r.status_code == 400 and "empty" in r.json()["detail"]
+        r = c.post("/assess", files={"file": ("cut.png", _png_bytes(rgb_image())[:200], "image/png")})
+        assert r.status_code == 415 and "cut.png" in r.json()["detail"]
+        r = c.post("/assess", data={"x": "1"})
+        assert r.status_code == 422  # no file field
+        # too large: just over the file limit (checked by the endpoint), far over (refused from Content-Length) ...
+        for extra in (100, MAX_UPLOAD):
+            big = b"\xff\xd8\xff" + bytes(MAX_UPLOAD + extra)
+            r = c.post("/assess", files={"file": ("big.jpg", big, "image/jpeg")})
+            assert r.status_code == 413 and "limit" in r.json()["detail"], r.text
+        # ... and streamed without Content-Length (chunked)
+        boundary = "cardd-test-boundary"
+
+        def body():
+            yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"s.jpg\"\r\n"
+                   "Content-Type: image/jpeg\r\n\r\n").encode()
+            for _ in range(8):
+                yield bytes(MAX_UPLOAD // 4)
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        r = c.post("/assess", content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        assert r.status_code == 413 and "request body larger" in r.json()["detail"], r.text
+        assert c.get("/health").status_code == 200  # still serving
+    assert made[0].calls == calls  # none of them reached the model
+
+
+def test_gate_in_service():
+    from fastapi.testclient import TestClient  # in-process: only checks the gate wiring
+
+    pred = FakePredictor()
+    app = create_app(lambda: pred, gate=constant_gate(0.01), max_upload_bytes=MAX_UPLOAD)
+    with TestClient(app) as c:
+        assert c.get("/health").json()["gate"] is True
+        r = c.post("/assess", files={"file": ("x.png", _png_bytes(rgb_image()), "image/png")})
+    assert r.status_code == 200 and r.json()["images"][0]["status"] == "discarded" and pred.calls == 0
+    validate_report(r.json())
