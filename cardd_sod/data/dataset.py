@@ -21,8 +21,9 @@ A 0/1 mask (max value 1) is read as foreground = 1, with a warning.
 Preprocessing presets follow the authors' released training code (see /work/shared/spec/sod.md):
 ``csnet`` (224x224, RGB/255, ImageNet mean/std, random crop 0-14 px per side then back to 224, random lr-or-ud flip,
 soft bilinear GT), ``poolnet`` / ``sgl_krn`` (full resolution, BGR minus caffe means, horizontal flip, GT/255; SGL-KRN
-also returns edge maps), ``u2net`` / ``u2netp`` (320x320, train random crop 288, vertical flip p=0.5, image/max then
-ImageNet mean/std, nearest-resized GT / max).  Random augmentation draws from a generator seeded with
+also returns edge maps and, as its release does per the model package's SPEC, rotates by U(-25, 25) deg with
+p=0.5), ``u2net`` / ``u2netp`` (320x320, train random crop 288, vertical flip p=0.5, image/max then ImageNet
+mean/std, nearest-resized GT / max).  tests/sod/test_train_sod.py checks them against ``SOD_MODEL_SPECS``.  Random augmentation draws from a generator seeded with
 ``(seed, epoch, index)`` so data order and augmentation are identical across resumes and worker counts.
 """
 from __future__ import annotations
@@ -199,18 +200,10 @@ def mask_to_edge(mask: np.ndarray) -> np.ndarray:
 
 def _model_mask_to_edge() -> Optional[Callable]:
     try:
-        from .. import models  # noqa: F401  (written by the model helper)
+        from ..losses import mask_to_edge as fn  # the model package's derivation (SGL-KRN loss)
     except Exception:
         return None
-    for mod_name in ("models", "models.losses", "losses", "models.common"):
-        try:
-            mod = __import__(f"cardd_sod.{mod_name}", fromlist=["mask_to_edge"])
-        except Exception:
-            continue
-        fn = getattr(mod, "mask_to_edge", None)
-        if callable(fn):
-            return fn
-    return None
+    return fn
 
 
 # ----------------------------------------------------------------------------------------------- preprocessing
@@ -224,6 +217,8 @@ class PreprocessSpec:
     hflip: float = 0.0                    # train flip probabilities
     vflip: float = 0.0
     flip_lr_or_ud: float = 0.0            # CSNet: with this probability flip, lr or ud with equal chance
+    rotate_deg: float = 0.0               # train: with probability rotate_p rotate by U(-deg, deg) (SGL-KRN release)
+    rotate_p: float = 0.0
     color: str = "rgb"                    # rgb | bgr
     scale: str = "255"                    # 255 (x/255) | max (x/max(x), U2-Net) | none (raw 0..255)
     mean: tuple = IMAGENET_MEAN
@@ -240,7 +235,7 @@ PREPROCESS_PRESETS: dict[str, PreprocessSpec] = {
     "poolnet": PreprocessSpec(size=None, hflip=0.5, color="bgr", scale="none", mean=CAFFE_BGR_MEAN,
                               std=(1.0, 1.0, 1.0)),
     "sgl_krn": PreprocessSpec(size=None, hflip=0.5, color="bgr", scale="none", mean=CAFFE_BGR_MEAN,
-                              std=(1.0, 1.0, 1.0), edges=True),
+                              std=(1.0, 1.0, 1.0), edges=True, rotate_deg=25.0, rotate_p=0.5),
     "u2net": PreprocessSpec(size=(320, 320), resize="skimage", label_resize="nearest", crop=(288, 288), vflip=0.5,
                             scale="max", label_scale="max", minmax_output=True),
 }
@@ -381,6 +376,14 @@ class CarDDSODDataset(Dataset):
             img, maps = img[:, ::-1], [m[:, ::-1] for m in maps]
         if pp.vflip > 0 and rng.random() < pp.vflip:
             img, maps = img[::-1], [m[::-1] for m in maps]
+        if pp.rotate_p > 0 and rng.random() < pp.rotate_p:
+            angle = float(rng.uniform(-pp.rotate_deg, pp.rotate_deg))
+            hh, ww = img.shape[:2]
+            rot = cv2.getRotationMatrix2D(((ww - 1) / 2.0, (hh - 1) / 2.0), angle, 1.0)
+            img = cv2.warpAffine(np.ascontiguousarray(img), rot, (ww, hh), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            maps = [cv2.warpAffine(np.ascontiguousarray(m), rot, (ww, hh), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0) for m in maps]
         if pp.flip_lr_or_ud > 0 and rng.random() < pp.flip_lr_or_ud:
             if rng.random() < 0.5:
                 img, maps = img[:, ::-1], [m[:, ::-1] for m in maps]

@@ -32,7 +32,7 @@ from ..config import SODConfig, load_sod_config
 from ..data import CarDDSODDataset, get_preprocess, sod_collate, split_dirs
 from ..metrics import evaluate_saliency, write_results
 
-__all__ = ["SODTrainer", "EpochShuffleSampler", "build_preprocess", "predict_saliency_maps", "resolve_device"]
+__all__ = ["SODTrainer", "EpochShuffleSampler", "build_preprocess", "build_loss_for", "predict_saliency_maps", "resolve_device"]
 
 logger = logging.getLogger("cardd_sod.engine")
 
@@ -137,6 +137,19 @@ def predict_saliency_maps(model, dataset: CarDDSODDataset, out_dir: str, device:
     return names
 
 
+def build_loss_for(cfg: SODConfig, model: torch.nn.Module) -> Callable:
+    """``cardd_sod.losses.build_sod_loss`` for MODEL.NAME: PoolNet / SGL-KRN get ``iter_size=SOLVER.ITER_SIZE``
+    (their losses divide by iter_size x batch, as the reference), CSNet gets the model (dynamic weight decay)."""
+    from ..losses import build_sod_loss
+    name = cfg.MODEL.NAME.lower()
+    kw = {}
+    if name in ("poolnet", "sgl_krn"):
+        kw["iter_size"] = max(1, int(cfg.SOLVER.ITER_SIZE))
+    elif name == "csnet":
+        kw["model"] = model
+    return build_sod_loss(name, **kw)
+
+
 class SODTrainer:
     """Train / evaluate one SOD model from an :class:`SODConfig`.
 
@@ -154,11 +167,10 @@ class SODTrainer:
             model = model or TinySODNet(**dict(cfg.MODEL.KWARGS or {}))
             loss_fn = loss_fn or tiny_sod_loss
         if model is None:
-            from .. import build_sod_model  # provided by the model package
+            from ..models import build_sod_model
             model = build_sod_model(cfg.MODEL.NAME, **dict(cfg.MODEL.KWARGS or {}))
         if loss_fn is None:
-            from .. import build_sod_loss
-            loss_fn = build_sod_loss(cfg.MODEL.NAME)
+            loss_fn = build_loss_for(cfg, model)
         self.model = model.to(self.device)
         self.loss_fn = loss_fn
         try:
@@ -328,6 +340,9 @@ class SODTrainer:
         except Exception as e:  # tensorboard missing: keep training
             logger.warning("TensorBoard disabled: %s", e)
         iter_size = max(1, int(s.ITER_SIZE))
+        # losses that normalise by iter_size themselves (PoolNet / SGL-KRN: sum / (iter_size x batch)) are not
+        # divided again; others are divided by iter_size so that k accumulated batches average their gradients
+        loss_div = 1 if getattr(self.loss_fn, "iter_size", None) is not None else iter_size
         max_iter = int(s.MAX_ITER)
         history = []
         stop = max_iter > 0 and self.iter >= max_iter
@@ -346,7 +361,7 @@ class SODTrainer:
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {self.epoch + 1}, "
                                              f"iter {self.iter}, images {batch['name']}")
-                self.scaler.scale(loss / iter_size).backward()
+                self.scaler.scale(loss / loss_div).backward()
                 self.batches += 1
                 run_loss += float(loss.detach())
                 n += 1

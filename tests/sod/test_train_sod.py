@@ -67,6 +67,11 @@ def test_optimizer_follows_config(sod_root, tmp_path):
     assert isinstance(t.optimizer, torch.optim.Adam) and g["weight_decay"] == 5e-4 and g["betas"] == (0.9, 0.999)
     assert t.scheduler.milestones == {1: 1} and cfg.SOLVER.ITER_SIZE == 10
     assert t.preprocess.color == "bgr" and t.preprocess.size == (32, 40)
+    from cardd_sod.engine import build_loss_for
+    loss = build_loss_for(cfg.clone(), model=None)  # real PoolNet loss normalises by iter_size itself
+    assert loss.iter_size == 10
+    pred, target = torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4)
+    assert float(loss(pred, target)[0]) == pytest.approx(16 * 0.6931471805599453 / 10, rel=1e-6)
 
 
 def test_bf16_autocast_on_cpu_and_fp16_refused(sod_root, tmp_path):
@@ -99,3 +104,35 @@ def test_train_tool_end_to_end(sod_root, tmp_path):
     assert os.path.isfile(out / "checkpoints" / "epoch_0001.pth") and os.listdir(out / "tb")
     again = mod.main(["--config", str(out / "config.yaml"), "--eval-only", "--resume", "--no-progress"])
     assert again["metrics"]["MAE"] == pytest.approx(m["MAE"])
+
+
+def test_presets_agree_with_model_specs():
+    from cardd_sod.data import get_preprocess
+    from cardd_sod.models import SOD_MODEL_SPECS
+    for name, spec in SOD_MODEL_SPECS.items():
+        pp = get_preprocess(name)
+        norm = spec["normalize"]
+        assert pp.size == (tuple(spec["input_size"]) if spec["input_size"] else None), name
+        assert pp.color == norm["color"].lower(), name
+        assert pp.mean == pytest.approx(tuple(norm["mean"])) and pp.std == pytest.approx(tuple(norm["std"])), name
+        scale = {"255": 1 / 255, "none": 1.0, "max": "max"}[pp.scale]
+        assert scale == (norm["scale"] if norm["scale"] == "max" else pytest.approx(norm["scale"])), name
+        assert pp.crop == (tuple(spec["train_crop"]) if spec.get("train_crop") else None), name
+
+
+@pytest.mark.parametrize("model,size", [("u2netp", "[40, 40]"), ("csnet", "[32, 48]")])
+def test_real_model_tiny_end_to_end(sod_root, tmp_path, model, size):
+    extra = ["SOLVER.EPOCHS", "1", "SOLVER.MAX_ITER", "2", "SOLVER.BATCH_SIZE", "2", "INPUT.SIZE", size,
+             "DATA.MAX_TEST_IMAGES", "2", "SOLVER.CHECKPOINT_PERIOD", "1"]
+    if model == "u2netp":
+        extra += ["INPUT.CROP", "[32, 32]"]
+    cfg = _cfg(sod_root, tmp_path / model, *extra, config=f"configs/SOD/{model}.yaml")
+    cfg.MODEL.NAME = model
+    t = SODTrainer(cfg, progress=False)
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    out = t.train()
+    assert out["iter"] == 2
+    assert any(not torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+    m = out["metrics"]
+    assert m["num_images"] == 2 and all(0 <= m[c] <= 1 for c in ("F_beta", "wF_beta", "S_m", "E_m", "MAE"))
+    assert len(os.listdir(tmp_path / model / "predictions" / "CarDD-TE")) == 2
