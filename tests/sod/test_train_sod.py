@@ -68,7 +68,9 @@ def test_optimizer_follows_config(sod_root, tmp_path):
     assert t.scheduler.milestones == {1: 1} and cfg.SOLVER.ITER_SIZE == 10
     assert t.preprocess.color == "bgr" and t.preprocess.size == (32, 40)
     from cardd_sod.engine import build_loss_for
-    loss = build_loss_for(cfg.clone(), model=None)  # real PoolNet loss normalises by iter_size itself
+    pcfg = cfg.clone()
+    pcfg.MODEL.NAME = "poolnet"
+    loss = build_loss_for(pcfg, model=None)  # the real PoolNet loss normalises by iter_size itself
     assert loss.iter_size == 10
     pred, target = torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4)
     assert float(loss(pred, target)[0]) == pytest.approx(16 * 0.6931471805599453 / 10, rel=1e-6)
