@@ -2,6 +2,7 @@
 import copy
 import json
 import math
+import os
 import uuid
 from collections import defaultdict
 
@@ -14,7 +15,7 @@ from detectron2.data.datasets import register_coco_instances
 from detectron2.evaluation import inference_on_dataset
 from detectron2.structures import Boxes, Instances
 
-from cardd_d2.evaluation import CarDDEvaluator, build_cardd_evaluator, load_results_json
+from cardd_d2.evaluation import CarDDEvaluator, build_cardd_evaluator, evaluate_coco_json, load_results_json
 from eval_synth import IMG_H, IMG_W, make_gt, make_predictions
 
 CARDD_RNG = [[0, 1e10], [0, 128**2], [128**2, 256**2], [256**2, 1e10]]
@@ -214,6 +215,41 @@ def test_on_registered_synthetic_cardd(synthetic_cardd):
                     assert res[task][f"AP-{c}"] == pytest.approx(100.0)
                 else:
                     assert math.isnan(res[task][f"AP-{c}"])
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def test_dataset_without_json_is_converted(tmp_path):
+    """A dicts-only dataset (no json_file, no id map): detectron2 converts it; ids are the contiguous ones."""
+    from detectron2.structures import BoxMode
+
+    name = f"cardd_eval_dicts_{uuid.uuid4().hex[:8]}"
+    dicts = [
+        {"file_name": f"{i}.jpg", "image_id": i, "height": 200, "width": 300,
+         "annotations": [{"bbox": [10.0 * i, 20.0, 150.0, 140.0], "bbox_mode": BoxMode.XYXY_ABS,
+                          "category_id": i % 2, "iscrowd": 0}]}
+        for i in range(1, 4)
+    ]
+    DatasetCatalog.register(name, lambda: dicts)
+    MetadataCatalog.get(name).set(thing_classes=["big dent", "small dent"])
+    try:
+        outputs = {}
+        for d in dicts:
+            inst = Instances((200, 300))
+            inst.pred_boxes = Boxes(torch.tensor([d["annotations"][0]["bbox"]]))
+            inst.scores = torch.tensor([0.9])
+            inst.pred_classes = torch.tensor([d["image_id"] % 2 if d["image_id"] != 3 else 0])  # image 3: wrong class
+            outputs[d["image_id"]] = {"instances": inst}
+        loader = [[{"image_id": d["image_id"], "height": 200, "width": 300}] for d in dicts]
+        ev = CarDDEvaluator(name, tasks=("bbox",), distributed=False, output_dir=str(tmp_path / "conv"))
+        res = inference_on_dataset(FakeModel(outputs), loader, ev)["bbox"]
+        # small dent: GT on images 1 and 3, only image 1 found -> recall 0.5: 51 of 101 recall points at precision 1
+        assert res["AP-small dent"] == pytest.approx(100 * 51 / 101)
+        converted = MetadataCatalog.get(name).json_file
+        assert os.path.dirname(converted) == str(tmp_path / "conv")
+        ref = evaluate_coco_json(converted, str(tmp_path / "conv" / "coco_instances_results.json"), tasks=["bbox"])
+        assert ref["bbox"] == pytest.approx(res, nan_ok=True)
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
