@@ -19,9 +19,9 @@ def register_datasets_for_cfg(cfg, cardd_root=None):
     """
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     if any(n in CARDD_SPLITS and n not in DatasetCatalog.list() for n in names) or cardd_root:
-        from cardd_d2.data import register_cardd
+        from cardd_d2.data import register_cardd_from_cfg
 
-        register_cardd(cardd_root, skip_invalid=cfg.DATASETS.CARDD.SKIP_INVALID)
+        register_cardd_from_cfg(cfg, cardd_root)
 
 
 def setup_cfg(config_file=None, opts=(), freeze=True):

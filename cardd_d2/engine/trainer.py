@@ -74,12 +74,9 @@ class CarDDTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        from cardd_d2.evaluation import CarDDEvaluator
+        from cardd_d2.evaluation import build_cardd_evaluator
 
-        output_folder = output_folder or inference_dir(cfg, dataset_name)
-        return CarDDEvaluator(
-            dataset_name, output_dir=output_folder, report_coco_sizes=cfg.TEST.CARDD_EVAL.REPORT_COCO_SIZES
-        )
+        return build_cardd_evaluator(cfg, dataset_name, output_dir=output_folder or inference_dir(cfg, dataset_name))
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)
