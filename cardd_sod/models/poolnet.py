@@ -23,7 +23,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .layers import check_input, normal_conv_init_
-from .resnet_caffe import MIN_INPUT_STRIDE16, CaffeResNet50, load_backbone_weights, stride16_size
+from .resnet_caffe import (MIN_INPUT_STRIDE16, CaffeResNet50, check_backbone_path, load_backbone_weights,
+                           stride16_size)
 
 __all__ = ["PoolNet", "SPEC", "CAFFE_BGR_MEAN"]
 
@@ -138,6 +139,7 @@ class PoolNet(nn.Module):
 
     def __init__(self, backbone_weights: Optional[str] = None):
         super().__init__()
+        check_backbone_path(backbone_weights)  # fail before the (slow) build
         self.base = GuidedResNet()
         self.convert = ConvertLayer()
         self.deep_pool = nn.ModuleList([DeepPoolLayer(*a) for a in zip(FAM_IN, FAM_OUT, FAM_RESIZE, FAM_FUSE)])

@@ -21,7 +21,7 @@ from torch import nn
 
 from .layers import FrozenBatchNorm2d
 
-__all__ = ["CaffeResNet50", "load_backbone_weights", "stride16_size", "MIN_INPUT_STRIDE16"]
+__all__ = ["CaffeResNet50", "load_backbone_weights", "check_backbone_path", "stride16_size", "MIN_INPUT_STRIDE16"]
 
 
 class Bottleneck(nn.Module):
@@ -95,6 +95,12 @@ MIN_INPUT_STRIDE16 = min(s for s in range(1, 1000) if stride16_size(s) >= 8)
 _PREFIXES = ("module.", "base.resnet.", "resnet.", "backbone.")
 
 
+def check_backbone_path(path) -> None:
+    """Raise ``FileNotFoundError`` if ``path`` is given but is not an existing file."""
+    if path and not os.path.isfile(os.fspath(path)):
+        raise FileNotFoundError(f"backbone weights file not found: {os.fspath(path)}")
+
+
 def load_backbone_weights(resnet: CaffeResNet50, path: str) -> Dict[str, List[str]]:
     """Load a caffe ResNet-50 state dict from ``path`` into ``resnet`` (strictly).
 
@@ -104,8 +110,7 @@ def load_backbone_weights(resnet: CaffeResNet50, path: str) -> Dict[str, List[st
     ``ValueError`` naming the file.  Returns ``{"ignored": [...]}``.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"backbone weights file not found: {path}")
+    check_backbone_path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - report any unreadable file the same way

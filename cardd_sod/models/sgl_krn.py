@@ -28,7 +28,8 @@ from torch.nn import functional as F
 
 from .layers import check_input, normal_conv_init_
 from .poolnet import CAFFE_BGR_MEAN, ConvertLayer, ScoreLayer
-from .resnet_caffe import MIN_INPUT_STRIDE16, CaffeResNet50, load_backbone_weights, stride16_size
+from .resnet_caffe import (MIN_INPUT_STRIDE16, CaffeResNet50, check_backbone_path, load_backbone_weights,
+                           stride16_size)
 
 __all__ = ["SGLKRN", "SPEC", "OUTPUT_NAMES"]
 
@@ -105,6 +106,7 @@ class SGLKRN(nn.Module):
 
     def __init__(self, backbone_weights: Optional[str] = None):
         super().__init__()
+        check_backbone_path(backbone_weights)  # fail before the (slow) build
         self.base = _Backbone()
         self.convert = ConvertLayer()
         self.DeepPool_solid1 = CascadePoolLayer(512, 512, False, True)
