@@ -11,3 +11,4 @@ from .datasets import (  # noqa: F401
     register_coco_damage,
     validate_coco_json,
 )
+from .stats import dataset_stats, write_dataset_stats  # noqa: F401
