@@ -166,3 +166,11 @@ def test_config_base_overrides_and_unknown_keys(tmp_path):
     assert paper["csnet"].BETAS == [0.9, 0.99] and paper["csnet"].LR_STEPS == [200, 250]
     assert paper["u2net"].BATCH_SIZE == 12 and paper["u2net"].WEIGHT_DECAY == 0
     assert get_preprocess("sgl_krn").edges and get_preprocess("u2net").crop == (288, 288)
+
+
+def test_cardd_sod_import_does_not_import_detectron2():
+    import subprocess
+    import sys
+    code = ("import sys, cardd_sod, cardd_sod.engine, cardd_sod.compare, cardd_sod.classwise; "
+            "bad = [m for m in sys.modules if m.startswith('detectron2')]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
