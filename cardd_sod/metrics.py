@@ -3,7 +3,8 @@
 Per image the prediction is min-max normalised to [0, 1] and the GT binarised with ``> 128`` (py-sod-metrics'
 ``prepare_data``, = the authors' MATLAB toolbox).  Columns (names used in JSON and tables):
 
-* ``F_beta``  adaptive F-measure, threshold ``>= min(2 mean(pred), 1)``, beta^2 = 0.3 (``Fmeasure(beta=0.3)['fm']['adp']``)
+* ``F_beta``  adaptive F-measure, threshold ``>= min(2 mean(pred), 1)``, beta^2 = 0.3
+  (``Fmeasure(beta=0.3)['fm']['adp']``)
 * ``wF_beta`` weighted F-measure, beta = 1 (``WeightedFmeasure()['wfm']``)
 * ``S_m``     S-measure, alpha = 0.5 (``Smeasure()['sm']``)
 * ``E_m``     E-measure of the authors' toolbox: threshold = mean(pred) with a strict ``>``.  py-sod-metrics has no

@@ -2,7 +2,8 @@
 """Instance segmentation vs SOD (paper Fig. 10): turn detectron2 instance predictions into saliency maps.
 
   python tools/instances_to_saliency.py --gt-json instances_test2017.json --image-dir test2017 \
-      --instances DCN=out_dcn/inference/coco_instances_results.json --instances DCN+=out_dcnp/.../coco_instances_results.json \
+      --instances DCN=out_dcn/inference/coco_instances_results.json \
+      --instances DCN+=out_dcnp/inference/coco_instances_results.json \
       [--saliency SGL-KRN=output/sod/sgl_krn/predictions/CarDD-TE] [--gt-mask-dir CarDD_SOD/CarDD-TE/CarDD-TE-Mask] \
       --out output/inst_vs_sod
 

@@ -23,7 +23,8 @@ Preprocessing presets follow the authors' released training code (see /work/shar
 soft bilinear GT), ``poolnet`` / ``sgl_krn`` (full resolution, BGR minus caffe means, horizontal flip, GT/255; SGL-KRN
 also returns edge maps and, as its release does per the model package's SPEC, rotates by U(-25, 25) deg with
 p=0.5), ``u2net`` / ``u2netp`` (320x320, train random crop 288, vertical flip p=0.5, image/max then ImageNet
-mean/std, nearest-resized GT / max).  tests/sod/test_train_sod.py checks them against ``SOD_MODEL_SPECS``.  Random augmentation draws from a generator seeded with
+mean/std, nearest-resized GT / max).  tests/sod/test_train_sod.py checks them against ``SOD_MODEL_SPECS``.
+Random augmentation draws from a generator seeded with
 ``(seed, epoch, index)`` so data order and augmentation are identical across resumes and worker counts.
 """
 from __future__ import annotations

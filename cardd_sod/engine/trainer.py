@@ -32,7 +32,8 @@ from ..config import SODConfig, load_sod_config
 from ..data import CarDDSODDataset, get_preprocess, sod_collate, split_dirs
 from ..metrics import evaluate_saliency, write_results
 
-__all__ = ["SODTrainer", "EpochShuffleSampler", "build_preprocess", "build_loss_for", "predict_saliency_maps", "resolve_device"]
+__all__ = ["SODTrainer", "EpochShuffleSampler", "build_preprocess", "build_loss_for", "predict_saliency_maps",
+           "resolve_device"]
 
 logger = logging.getLogger("cardd_sod.engine")
 
