@@ -123,3 +123,40 @@ def test_gate_in_service():
         r = c.post("/assess", files={"file": ("x.png", _png_bytes(rgb_image()), "image/png")})
     assert r.status_code == 200 and r.json()["images"][0]["status"] == "discarded" and pred.calls == 0
     validate_report(r.json())
+
+
+def test_cardd_serve_subprocess(tiny_config_file, tmp_path):
+    """`cardd serve` as a real process: health, one assessment, then shut down."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = _free_port()
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "cardd_d2.cli", "serve", "--config-file", tiny_config_file,
+                             "--host", "127.0.0.1", "--port", str(port), "--max-upload-mb", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline, up = time.time() + 120, False
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                up = httpx.get(url + "/health", timeout=2).json()["model_loaded"]
+                break
+            except (httpx.HTTPError, ValueError):
+                time.sleep(0.3)
+        assert up, open(tmp_path / "serve.log").read()[-3000:]
+        r = httpx.post(url + "/assess", files={"file": ("c.png", _png_bytes(rgb_image()), "image/png")}, timeout=60)
+        assert r.status_code == 200, r.text
+        validate_report(r.json())
+        assert r.json()["model"]["config_file"] == tiny_config_file
+        assert httpx.get(url + "/health", timeout=5).json()["max_upload_bytes"] == 1024 * 1024
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
