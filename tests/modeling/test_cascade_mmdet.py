@@ -310,3 +310,19 @@ def test_single_head_checkpoint_initialises_every_stage():
     other = build_heads(make_cfg(), seed=3)
     other.load_state_dict(cascade.state_dict())
     torch.testing.assert_close(other.mask_head[2].predictor.weight, cascade.mask_head[2].predictor.weight)
+
+
+@pytest.mark.parametrize("config", [CASCADE, HTC])
+def test_images_without_annotations_train(config):
+    heads = build_heads(make_cfg(config))
+    heads.train()
+    empty = Instances((IMG_H, IMG_W))
+    empty.gt_boxes = Boxes(torch.zeros(0, 4))
+    empty.gt_classes = torch.zeros(0, dtype=torch.long)
+    empty.gt_masks = PolygonMasks([])
+    targets = make_targets()
+    _, mixed = heads(None, make_features(), make_proposals(targets), [targets[0], empty])
+    _, none = heads(None, make_features(), make_proposals(targets), [empty, empty])
+    assert all(torch.isfinite(v) for v in list(mixed.values()) + list(none.values()))
+    assert mixed["loss_mask_stage0"] > 0 and none["loss_mask_stage0"] == 0 and none["loss_cls_stage0"] > 0
+    sum(none.values()).backward()
