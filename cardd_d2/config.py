@@ -73,8 +73,11 @@ def add_cardd_config(cfg):
     # ---------------------------------------------------------------- damaged/undamaged gate (cardd_d2.assessment)
     _C.CARDD = CN()
     _C.CARDD.CLASSIFIER = CN()
+    # Checkpoint written by tools/train_classifier.py (VGG16, 2-way head); "" = no gate.
     _C.CARDD.CLASSIFIER.WEIGHTS = ""
+    # Paper Section V-G: an image is discarded (not sent to the detector) when P(undamaged) > this.
     _C.CARDD.CLASSIFIER.DISCARD_THRESHOLD = 0.9
+    # Square classifier input side, used only for checkpoints that do not record the size they were trained at.
     _C.CARDD.CLASSIFIER.INPUT_SIZE = 224
 
     _C._CARDD_CONFIG_ADDED = True

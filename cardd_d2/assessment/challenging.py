@@ -92,17 +92,17 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> str:
         from cardd_d2.data import register_coco_damage
     except ImportError:
         register_coco_damage = None
+    from cardd_d2.data.categories import CARDD_CATEGORIES, CARDD_CLASS_NAMES
+
     if register_coco_damage is not None:
         register_coco_damage(name, json_file, image_root)
-    else:
+    else:  # older trees without cardd_d2.data.register_coco_damage
         from detectron2.data.datasets import register_coco_instances
 
-        from cardd_d2.data.categories import CARDD_CATEGORIES
-
         register_coco_instances(name, {}, json_file, image_root)
-        meta = MetadataCatalog.get(name)
-        if not meta.get("thing_colors"):
-            meta.thing_colors = [c["color"] for c in CARDD_CATEGORIES]
+    meta = MetadataCatalog.get(name)
+    if not meta.get("thing_colors") and list(meta.get("thing_classes", [])) == list(CARDD_CLASS_NAMES):
+        meta.thing_colors = [c["color"] for c in CARDD_CATEGORIES]
     return name
 
 

@@ -34,9 +34,11 @@ class DamageGate:
         self._transform = build_transform(self.input_size, train=False)
 
     @classmethod
-    def from_checkpoint(cls, path: str, discard_threshold: float = 0.9, device: str = "cpu", **kw) -> "DamageGate":
+    def from_checkpoint(cls, path: str, discard_threshold: float = 0.9, device: str = "cpu",
+                        default_input_size: int = 224, **kw) -> "DamageGate":
+        """The input size is the one the checkpoint was trained at (``default_input_size`` if it has none)."""
         model, ckpt = load_classifier_checkpoint(path, device=device)
-        return cls(model, input_size=ckpt.get("input_size", 224), discard_threshold=discard_threshold,
+        return cls(model, input_size=ckpt.get("input_size", default_input_size), discard_threshold=discard_threshold,
                    device=device, name=path, **kw)
 
     @classmethod
@@ -46,7 +48,8 @@ class DamageGate:
         if not c.WEIGHTS:
             return None
         dev = device or ("cuda" if str(cfg.MODEL.DEVICE).startswith("cuda") and torch.cuda.is_available() else "cpu")
-        return cls.from_checkpoint(c.WEIGHTS, discard_threshold=c.DISCARD_THRESHOLD, device=dev)
+        return cls.from_checkpoint(c.WEIGHTS, discard_threshold=c.DISCARD_THRESHOLD, device=dev,
+                                   default_input_size=c.INPUT_SIZE)
 
     @torch.no_grad()
     def damaged_proba(self, images_bgr: Sequence[np.ndarray]) -> np.ndarray:
