@@ -140,3 +140,22 @@ def test_gate_from_config(tmp_path):
     with pytest.raises(ValueError, match="not a cardd classifier checkpoint"):
         torch.save({"x": 1}, str(tmp_path / "bad.pth"))
         C.load_classifier_checkpoint(str(tmp_path / "bad.pth"))
+
+
+def test_imagenet_state_dict_drops_the_1000_way_layer(monkeypatch, tmp_path):
+    fake = {"features.0.weight": torch.ones(2, 3, 3, 3), "classifier.6.weight": torch.zeros(1000, 4),
+            "classifier.6.bias": torch.zeros(1000)}
+    path = str(tmp_path / "vgg_imagenet.pth")
+    torch.save(fake, path)
+    state = C._imagenet_state_dict("vgg16", path)
+    assert set(state) == {"features.0.weight"}
+    # found in the (redirected) torchvision cache under torchvision's file name
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    os.makedirs(tmp_path / "checkpoints")
+    torch.save(fake, C.imagenet_cache_path("vgg16"))
+    assert set(C._imagenet_state_dict("vgg16", "imagenet")) == {"features.0.weight"}
+    # a fine-tuned 2-way state dict or one of our checkpoints is not treated as ImageNet weights
+    torch.save({"classifier.6.weight": torch.zeros(2, 4)}, path)
+    assert C._imagenet_state_dict("vgg16", path) is None
+    C.save_checkpoint(path, C.build_classifier("tiny"), "tiny", 32, 0)
+    assert C._imagenet_state_dict("vgg16", path) is None
