@@ -27,7 +27,7 @@ times the x100 weights) until it has been run in train mode.
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -48,6 +48,7 @@ SPEC = {
     "expects_0_255": False,
     "min_input_size": 16,
     "size_divisor": 16,
+    "train_note": "train-mode BN needs batch * (H/16) * (W/16) > 1 (e.g. batch 2 at 16x16, or batch 1 at 32x16)",
     "output": {"kind": "logits", "count": 1, "names": ("logits",), "saliency": "sigmoid, bilinear resize back"},
     "train_augment": "random crop 0-14 px per side, then flip with p=0.5 (half lr, half ud)",
     "iter_size": 1,

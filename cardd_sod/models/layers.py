@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 from torch import nn

@@ -13,7 +13,7 @@ random 288x288 crop and vertical flip.  Loss: sum of the 7 BCE (mean) terms.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple, Union
+from typing import Tuple, Union
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ SPEC = {
     "expects_0_255": False,
     "min_input_size": 1,
     "size_divisor": 1,
+    "train_note": "train-mode BN needs batch * ceil(H/32) * ceil(W/32) > 1",
     "output": {"kind": "sigmoid", "count": 7, "names": OUTPUT_NAMES, "saliency": "d0, min-max normalised"},
     "train_crop": (288, 288),
     "train_augment": "resize 320x320, random crop 288x288, vertical flip p=0.5",

@@ -2,7 +2,6 @@
 
 Big models (PoolNet 68M, SGL-KRN 56M, U2-Net 44M) are built once per module and run at their smallest size.
 """
-import pickle
 import sys
 
 import pytest
