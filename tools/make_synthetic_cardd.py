@@ -5,7 +5,6 @@
     export CARDD_DATASETS=datasets/synthetic      # then cardd_train / cardd_val / cardd_test point at it
 """
 import argparse
-import json
 import os
 import sys
 

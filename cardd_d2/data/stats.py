@@ -14,7 +14,7 @@ import json
 import math
 import os
 from collections import Counter, OrderedDict
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 

@@ -55,7 +55,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .categories import CARDD_AREA_LARGE, CARDD_AREA_SMALL, CARDD_CATEGORIES, size_bucket
+from .categories import CARDD_AREA_SMALL, CARDD_CATEGORIES, size_bucket
 
 __all__ = ["make_synthetic_cardd", "mask_to_polygons", "polygons_area_bbox", "SPLITS", "SOD_SPLITS"]
 
@@ -388,7 +388,9 @@ def _plan_lamp(rng, area, W, H, broken=True) -> _Plan:
     mask = _fill(h, w, [poly])
     kind = int(rng.integers(3))
     base = np.array([[200, 228, 240], [40, 40, 195], [40, 150, 235]][kind], np.float32)
-    reflectors = [(_interior_point(rng, mask, 0.5), rng.uniform(0.25, 0.45) * b) for _ in range(int(rng.integers(1, 4)))]
+    reflectors = [
+        (_interior_point(rng, mask, 0.5), rng.uniform(0.25, 0.45) * b) for _ in range(int(rng.integers(1, 4)))
+    ]
 
     def draw(crop, rng):
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
