@@ -18,11 +18,6 @@ def problem_dir(tmp_path_factory):
     return d
 
 
-def _by_file(report):
-    return {os.path.relpath(r["file"], r["file"].split(os.sep + "inputs")[0]) if False else r["file"]: r
-            for r in report["images"]}
-
-
 def test_assess_bad_inputs_never_lose_the_batch(problem_dir, tmp_path):
     pred = FakePredictor()
     empty = tmp_path / "empty"
@@ -112,7 +107,7 @@ def test_cli_assess_with_real_tiny_detector_and_gate(tiny_config_file, tmp_path,
     gate = constant_gate(0.5)
     ckpt = save_checkpoint(str(tmp_path / "gate.pth"), gate.model, "tiny", 32, 0)
     a = save(rgb_image(h=60, w=90, seed=1), str(tmp_path / "in" / "a.jpg"))
-    b = save(rgb_image(h=70, w=50, seed=2)[:, :, 0], str(tmp_path / "in" / "b.png"))
+    save(rgb_image(h=70, w=50, seed=2)[:, :, 0], str(tmp_path / "in" / "b.png"))
     lst = tmp_path / "list.txt"
     lst.write_text("in/a.jpg\nin/b.png\n")
     out = str(tmp_path / "out")
