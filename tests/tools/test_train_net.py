@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO_ROOT, TINY_OVERRIDES, config_path
+from tiny_config import REPO_ROOT, TINY_OVERRIDES, config_path
 
 QUICK = config_path("CarDD/quickstart/mask_rcnn_R_50_narrow_FPN_scratch.yaml")
 
