@@ -117,7 +117,9 @@ def apply_dcn_plus_preset(cfg, backbone_name: str = DCN_PLUS_BACKBONE):
     honours the same DEFORM_* keys when detectron2 is compiled).
     """
     if not hasattr(cfg.INPUT, "RANGE_RESIZE"):
-        raise ValueError("apply_dcn_plus_preset: call cardd_d2.add_cardd_config(cfg) first (INPUT.RANGE_RESIZE missing)")
+        raise ValueError(
+            "apply_dcn_plus_preset: call cardd_d2.add_cardd_config(cfg) first (INPUT.RANGE_RESIZE missing)"
+        )
     was_frozen = cfg.is_frozen()
     if was_frozen:
         cfg.defrost()

@@ -90,7 +90,9 @@ def test_ce_matches_hand_computation():
     assert got.item() == pytest.approx(_ce_by_hand(LOGITS, GT), rel=1e-10)
 
 
-@pytest.mark.parametrize("loss_type,variant", [("ce", "mmdet_sigmoid"), ("focal", "mmdet_sigmoid"), ("focal", "softmax")])
+@pytest.mark.parametrize(
+    "loss_type,variant", [("ce", "mmdet_sigmoid"), ("focal", "mmdet_sigmoid"), ("focal", "softmax")]
+)
 def test_empty_batch_is_zero_with_grad(loss_type, variant):
     logits = torch.zeros((0, 7), requires_grad=True)
     loss = roi_cls_loss(logits, torch.zeros((0,), dtype=torch.long), loss_type, variant)

@@ -50,7 +50,8 @@ class FocalFastRCNNOutputLayers(FastRCNNOutputLayers):
         super().__init__(input_shape, **kwargs)
         if cls_loss_type not in ROI_CLS_LOSS_TYPES:
             raise ValueError(
-                f"MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE: unknown value {cls_loss_type!r}; expected one of {ROI_CLS_LOSS_TYPES}"
+                f"MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE: unknown value {cls_loss_type!r}; "
+                f"expected one of {ROI_CLS_LOSS_TYPES}"
             )
         if focal_variant not in FOCAL_VARIANTS:
             raise ValueError(
