@@ -57,14 +57,14 @@ def get_parser():
     p.add_argument("--train-sizes", nargs="+", type=_parse_size,
                    default=[(640, 1333), (800, 1333), (1024, 1333), (1200, 1333)], help="HxW, cycled over steps")
     p.add_argument("--train-batch", type=int, default=4)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=None, help="default 5 (--quick: 1)")
+    p.add_argument("--reps", type=int, default=None, help="default 20 (--quick: 2)")
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--skip-infer", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
     p.add_argument("--quick", action="store_true",
                    help="CPU smoke run: R-50 only, 256x416 inference, batch 2 at 224x384 and 256x384, "
-                        "1 warm-up, 2 reps")
+                        "1 warm-up, 2 reps (explicit options win)")
     p.add_argument("--output", default=None, help="also write the JSON here")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="extra config KEY VALUE pairs")
     return p
@@ -212,7 +212,9 @@ def main(argv=None):
         args.infer_size = (256, 416)
         args.train_sizes = [(224, 384), (256, 384)]
         args.train_batch = 2
-        args.warmup, args.reps = 1, 2
+    warmup_default, reps_default = (1, 2) if args.quick else (5, 20)
+    args.warmup = warmup_default if args.warmup is None else args.warmup
+    args.reps = reps_default if args.reps is None else args.reps
     precisions = args.precisions or (["fp32", "amp"] if device.startswith("cuda") else ["fp32"])
     if device == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
