@@ -56,6 +56,17 @@ def add_cardd_config(cfg):
     _C.MODEL.HTC.WITH_SEMANTIC = False
     _C.MODEL.HTC.SEMANTIC_LOSS_WEIGHT = 0.2
     _C.MODEL.HTC.SEMANTIC_NUM_CLASSES = 183
+    # Semantic branch (mmdet FusedSemanticHead; needs META_ARCHITECTURE "HTCRCNN" and "sem_seg" stuff maps):
+    # input levels, the level everything is resized to (stride 8 in mmdet), 3x3 convs and their width, the label
+    # that is ignored (also the padding value), ROI branches that add the pooled semantic feature, and the RoIAlign
+    # size on the semantic feature (14 in mmdet; average-pooled down to the box pooler's 7).
+    _C.MODEL.HTC.SEMANTIC_IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+    _C.MODEL.HTC.SEMANTIC_FUSION_LEVEL = "p3"
+    _C.MODEL.HTC.SEMANTIC_NUM_CONVS = 4
+    _C.MODEL.HTC.SEMANTIC_CONV_DIM = 256
+    _C.MODEL.HTC.SEMANTIC_IGNORE_VALUE = 255
+    _C.MODEL.HTC.SEMANTIC_FUSION = ("bbox", "mask")
+    _C.MODEL.HTC.SEMANTIC_POOLER_RESOLUTION = 14
 
     # ---------------------------------------------------------------- evaluation (cardd_d2.evaluation)
     _C.TEST.CARDD_EVAL = CN()

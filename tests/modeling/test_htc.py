@@ -34,9 +34,12 @@ def test_structure_has_info_flow_convs_on_later_stages_only():
     assert not any(hasattr(h, "conv_res") for h in plain.mask_head)
 
 
-def test_semantic_branch_is_refused_clearly():
-    with pytest.raises(NotImplementedError, match="WITH_SEMANTIC"):
+def test_semantic_branch_needs_the_htc_meta_architecture():
+    # The semantic branch exists (tests/modeling/test_htc_semantic.py) but needs HTCRCNN to receive stuff maps;
+    # the CarDD HTC configs (GeneralizedRCNN) are refused with a clear message.
+    with pytest.raises(ValueError, match="WITH_SEMANTIC.*HTCRCNN.*WITH_SEMANTIC False"):
         build_heads(make_cfg(HTC, "MODEL.HTC.WITH_SEMANTIC", "True"))
+    assert not build_heads(make_cfg(HTC)).with_semantic
 
 
 def test_without_interleaving_and_info_flow_htc_equals_the_cascade():
