@@ -65,12 +65,15 @@ def test_drop_heads_removes_every_stage_predictor():
         convert_mmdet_state_dict(sd, num_classes=3)
 
 
-def test_htc_semantic_head_needs_ignore():
+def test_htc_semantic_head_maps_or_is_ignored():
+    # semantic-head keys map onto HTCROIHeads.semantic_head (exact load: tests/modeling/test_htc_semantic.py);
+    # for HTC without the semantic branch they are dropped with ignore=
     heads = build_heads(make_cfg(HTC))
     sd = fake_mmdet(heads, expected_pairs(htc=True))
     sd["roi_head.semantic_head.conv_logits.weight"] = torch.zeros(183, 256, 1, 1)
+    sd["roi_head.semantic_head.bn.weight"] = torch.zeros(256)  # not a FusedSemanticHead key
     assert detect_heads(sd) == "htc"
-    with pytest.raises(MmdetConversionError, match="semantic_head"):
+    with pytest.raises(MmdetConversionError, match="semantic_head.bn.weight"):
         convert_mmdet_state_dict(sd)
     res = convert_mmdet_state_dict(sd, ignore=[r"roi_head\.semantic_head\..*"])
     assert not any("semantic" in k for k in res.model)

@@ -385,3 +385,29 @@ def test_dataset_mapper_stuff_maps_reach_the_model(tiny_cfg, synthetic_cardd, tm
         assert "sem_seg" not in cardd_batch[0]
         with pytest.raises(ValueError, match=f"{name}.*no stuff maps"):
             model(cardd_batch)
+
+
+# --------------------------------------------------------------------------------------------------- conversion
+def test_mmdet_semantic_head_keys_convert_and_load_exactly():
+    from cardd_d2.checkpoint import convert_mmdet_state_dict
+    from test_cascade_convert import expected_pairs, fake_mmdet
+
+    heads = build_heads(semantic_cfg())
+    pairs = expected_pairs(htc=True)
+    src, dst = "roi_head.semantic_head.", "roi_heads.semantic_head."
+    for x in ("weight", "bias"):  # mmdet FusedSemanticHead names, written out by hand
+        for i in range(5):
+            pairs[f"{src}lateral_convs.{i}.conv.{x}"] = f"{dst}lateral_convs.{i}.{x}"
+        for i in range(4):
+            pairs[f"{src}convs.{i}.conv.{x}"] = f"{dst}convs.{i}.{x}"
+        pairs[f"{src}conv_embedding.conv.{x}"] = f"{dst}conv_embedding.{x}"
+        pairs[f"{src}conv_logits.{x}"] = f"{dst}conv_logits.{x}"
+    assert len(pairs) == len(heads.state_dict())
+    sd = fake_mmdet(heads, pairs)
+    res = convert_mmdet_state_dict(sd)
+    assert res.mapping == pairs
+    heads.load_state_dict({k[len("roi_heads."):]: v for k, v in res.model.items()}, strict=True)
+    torch.testing.assert_close(heads.semantic_head.lateral_convs[4].weight, sd[f"{src}lateral_convs.4.conv.weight"])
+    # drop_heads drops the detector's class layers, not the stuff-class logits
+    dropped = convert_mmdet_state_dict(sd, drop_heads=True)
+    assert "roi_heads.semantic_head.conv_logits.weight" in dropped.model

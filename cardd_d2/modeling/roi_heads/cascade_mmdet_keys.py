@@ -9,12 +9,21 @@ mmdet (``CascadeRoIHead`` / ``HybridTaskCascadeRoIHead``)  detectron2 (:class:`M
 ``roi_head.mask_head.{t}.convs.{i}.conv``             ``roi_heads.mask_head.{t}.mask_fcn{i+1}``
 ``roi_head.mask_head.{t}.upsample`` / ``conv_logits``  ``roi_heads.mask_head.{t}.deconv`` / ``predictor``
 ``roi_head.mask_head.{t}.conv_res.conv`` (HTC)        ``roi_heads.mask_head.{t}.conv_res``
+``roi_head.semantic_head.lateral_convs.{i}.conv``     ``roi_heads.semantic_head.lateral_convs.{i}`` (HTC)
+``roi_head.semantic_head.convs.{i}.conv``             ``roi_heads.semantic_head.convs.{i}``
+``roi_head.semantic_head.conv_embedding.conv``        ``roi_heads.semantic_head.conv_embedding``
+``roi_head.semantic_head.conv_logits``                ``roi_heads.semantic_head.conv_logits``
 ====================================================  ======================================================
 
 Layouts are the same as in the Mask R-CNN mapping (classifier K+1 with background last, class-agnostic
 regression of 4 values, class-specific mask logits). The ROI extractors have no parameters. HTC's semantic head
-(``roi_head.semantic_head.*``) has no counterpart: convert an HTC-with-semantic checkpoint with
-``ignore=[r"roi_head\\.semantic_head\\..*"]`` (``--ignore``) or use mmdet's ``htc_without_semantic`` weights.
+(``FusedSemanticHead`` without norm layers; lateral convs in P2..P6 order, as ``MODEL.HTC.SEMANTIC_IN_FEATURES``)
+maps onto :class:`~cardd_d2.modeling.roi_heads.htc_semantic.FusedSemanticHead`; load such weights with
+``configs/CarDD/htc_semantic_R_50_FPN.yaml`` (``MODEL.HTC.SEMANTIC_NUM_CLASSES`` = rows of ``conv_logits``, 183 for
+COCO-stuff). The converter emits no semantic config overrides (it cannot tell whether the keys are kept): to use the
+weights without the semantic branch (CarDD), drop them with ``ignore=[r"roi_head\\.semantic_head\\..*"]``
+(``--ignore``) or use mmdet's ``htc_without_semantic`` weights. ``drop_heads`` keeps ``conv_logits`` (stuff classes,
+not the detector's classes).
 
 Detection: a checkpoint whose ROI keys are all per-stage box / mask keys is "cascade_mask_rcnn"; one that also
 has ``conv_res`` (mask information flow) or a semantic head is "htc".
@@ -123,11 +132,22 @@ def cascade_head_rules() -> HeadRules:
     )
 
 
+def _semantic_rules() -> List[Rule]:
+    """mmdet FusedSemanticHead (ConvModules without norm: ``<name>.conv``) -> HTCROIHeads.semantic_head."""
+    src, dst = r"roi_head\.semantic_head\.", "roi_heads.semantic_head."
+    return [
+        Rule(src + r"(?P<m>(lateral_convs|convs)\.\d+|conv_embedding)\.conv\.(?P<x>weight|bias)",
+             dst + r"\g<m>.\g<x>"),
+        Rule(src + r"conv_logits\.(?P<x>weight|bias)", dst + r"conv_logits.\g<x>"),
+    ]
+
+
 def htc_head_rules() -> HeadRules:
     return HeadRules(
         rules=_stage_rules()
         + [Rule(r"roi_head\.mask_head\.(?P<t>\d+)\.conv_res\.conv\.(?P<x>weight|bias)",
-                r"roi_heads.mask_head.\g<t>.conv_res.\g<x>")],
+                r"roi_heads.mask_head.\g<t>.conv_res.\g<x>")]
+        + _semantic_rules(),
         predictors=list(_PREDICTORS),
         num_classes=_num_classes_fn("HTCROIHeads", htc=True),
         signature=_STAGE_KEYS + r"|mask_head\.\d+\.conv_res\.conv|semantic_head\..+)\.(weight|bias)",
