@@ -31,8 +31,13 @@ def add_cardd_config(cfg):
     _C.INPUT.RANGE_RESIZE.KEEP_RATIO = False
 
     # ---------------------------------------------------------------- backbone (cardd_d2.modeling.backbone)
-    # Which deformable-conv kernel the deformable ResNet uses: "auto" (detectron2's compiled _C when present,
-    # else torchvision), "torchvision" or "detectron2".
+    # Which deformable-conv kernel the deformable ResNet uses (cardd_d2.modeling.layers.deform_conv):
+    #  "auto": detectron2's compiled _C when present; else chosen at every forward by the input's device:
+    #          torchvision on CUDA, "sampling" on CPU (its backward is several times faster there);
+    #  "torchvision": torchvision.ops.deform_conv2d;
+    #  "sampling": bilinear grid_sample at the offset positions + matmul, backward by autograd (same results);
+    #  "detectron2": detectron2's compiled kernel (needs _C).
+    # All values build modules with the same parameter names, so checkpoints load with any of them.
     _C.MODEL.RESNETS.DEFORM_BACKEND = "auto"
     # GCNet context blocks (mmcv ContextBlock) after conv3 of every bottleneck in the chosen stages (res2..res5).
     _C.MODEL.RESNETS.GC_ON_PER_STAGE = [False, False, False, False]

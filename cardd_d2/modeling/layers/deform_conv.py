@@ -1,9 +1,23 @@
-"""Deformable convolution (DCNv1 / DCNv2) on ``torchvision.ops.deform_conv2d``.
+"""Deformable convolution (DCNv1 / DCNv2) on ``torchvision.ops.deform_conv2d`` or on differentiable PyTorch ops.
 
 The two modules here are drop-in replacements for ``detectron2.layers.DeformConv`` and
 ``detectron2.layers.ModulatedDeformConv``: same constructor arguments, same parameter names (``weight``,
 ``bias``, ``norm.*``), same ``forward(x, offset)`` / ``forward(x, offset, mask)`` signatures, same ``repr``.
 They work without detectron2's compiled ``_C`` and run on CPU and CUDA, forward and backward.
+
+Kernels ("backend", a plain attribute of each module, not part of its state dict):
+
+* ``"torchvision"``: ``torchvision.ops.deform_conv2d`` (the default of :class:`DeformConv` /
+  :class:`ModulatedDeformConv`);
+* ``"sampling"``: ``F.grid_sample`` at the displaced kernel points + a matrix product with the weight, backward by
+  autograd (``deform_sampling.py``).  Same results as torchvision's kernel to float rounding; on CPU its
+  training step (forward + backward) is several times faster than torchvision's, whose CPU backward is slow;
+* ``"auto"``: decided at every call by the input's device: torchvision on CUDA, "sampling" elsewhere, so a model
+  moved to the GPU switches kernel with it.
+
+``get_deform_conv_classes`` maps ``MODEL.RESNETS.DEFORM_BACKEND`` to module classes: detectron2's compiled
+modules for "detectron2" (and for "auto" when ``_C`` is importable), else subclasses of the two modules here whose
+default backend is the configured one (same parameter names, so state dicts are interchangeable).
 
 Offset layout (identical in detectron2, mmcv and torchvision): for deformable group ``g`` and kernel point
 ``k = i * kernel_w + j`` the offset tensor holds the vertical displacement in channel ``2 * (g * K + k)`` and the
@@ -13,7 +27,8 @@ point.  The DCNv2 mask holds the modulation scalar of (g, k) in channel ``g * K 
 
 Precision: torchvision's CPU kernel has no bfloat16 path and its half-precision backward accumulates with atomics,
 so low-precision inputs (and any input under ``torch.autocast``) are computed in float32.  Under autocast the
-result is returned in the autocast dtype, like ``nn.Conv2d`` would; otherwise in the input's dtype.
+result is returned in the autocast dtype, like ``nn.Conv2d`` would; otherwise in the input's dtype.  The sampling
+backend follows the same rule (sample coordinates in bfloat16 would be off by whole pixels).
 """
 from __future__ import annotations
 
@@ -22,9 +37,17 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 from torchvision.ops import deform_conv2d as _tv_deform_conv2d
 
+from .deform_sampling import deform_conv2d_sampling as _sampling_deform_conv2d
+
 __all__ = [
     "DeformConv",
     "ModulatedDeformConv",
+    "SamplingDeformConv",
+    "SamplingModulatedDeformConv",
+    "AutoDeformConv",
+    "AutoModulatedDeformConv",
+    "KERNEL_BACKENDS",
+    "kernel_for_device",
     "deform_conv2d",
     "has_detectron2_C",
     "resolve_deform_backend",
@@ -33,6 +56,20 @@ __all__ = [
 ]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+# Values of a module's ``backend`` / of ``deform_conv2d(backend=...)``.
+KERNEL_BACKENDS = ("torchvision", "sampling", "auto")
+
+
+def kernel_for_device(backend: str, device) -> str:
+    """The kernel a module with ``backend`` uses for inputs on ``device``: "auto" is torchvision on CUDA (same
+    speed as detectron2's compiled kernel there) and "sampling" on every other device (CPU: much faster backward
+    than torchvision's CPU kernel)."""
+    if backend not in KERNEL_BACKENDS:
+        raise ValueError(f"deformable conv backend must be one of {KERNEL_BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    return "torchvision" if torch.device(device).type == "cuda" else "sampling"
 
 
 def _autocast_dtype(device_type: str):
@@ -82,12 +119,15 @@ def deform_conv2d(
     dilation=1,
     mask=None,
     deformable_groups=1,
+    backend="torchvision",
 ):
     """Functional deformable conv with detectron2's offset/mask layout (see module docstring).
 
     ``groups`` is implied by ``weight.shape[1]`` (in_channels // groups), as in ``F.conv2d``.
+    ``backend``: "torchvision", "sampling" or "auto" (by ``x``'s device, see :func:`kernel_for_device`).
     Handles autocast and low-precision dtypes by computing in float32.
     """
+    kernel = kernel_for_device(backend, x.device)
     _check_channels(x, offset, mask, weight, deformable_groups)
     out_dtype = x.dtype
     compute_dtype = x.dtype
@@ -105,20 +145,44 @@ def deform_conv2d(
 
     # Autocast is switched off so the float32 call is not re-cast by any autocast kernel registration.
     with torch.autocast(device_type=x.device.type, enabled=False):
-        out = _tv_deform_conv2d(
-            cast(x),
-            cast(offset),
-            cast(weight),
-            bias=cast(bias),
-            stride=_pair(stride),
-            padding=_pair(padding),
-            dilation=_pair(dilation),
-            mask=cast(mask),
-        )
+        if kernel == "sampling":
+            out = _sampling_deform_conv2d(
+                cast(x),
+                cast(offset),
+                cast(weight),
+                cast(bias),
+                _pair(stride),
+                _pair(padding),
+                _pair(dilation),
+                mask=cast(mask),
+                deformable_groups=deformable_groups,
+            )
+        else:
+            out = _tv_deform_conv2d(
+                cast(x),
+                cast(offset),
+                cast(weight),
+                bias=cast(bias),
+                stride=_pair(stride),
+                padding=_pair(padding),
+                dilation=_pair(dilation),
+                mask=cast(mask),
+            )
     return out if out.dtype == out_dtype else out.to(out_dtype)
 
 
 class _DeformConvBase(nn.Module):
+    # kernel used when the constructor gets backend=None; the subclasses below override it
+    default_backend = "torchvision"
+
+    def _set_backend(self, backend):
+        backend = self.default_backend if backend is None else str(backend).lower()
+        kernel_for_device(backend, "cpu")  # validates
+        self.backend = backend
+
+    def _backend_repr(self):
+        return "" if self.backend == "torchvision" else f", backend={self.backend!r}"
+
     def _finish(self, x):
         if self.norm is not None:
             x = self.norm(x)
@@ -148,8 +212,10 @@ class DeformConv(_DeformConvBase):
         bias=False,
         norm=None,
         activation=None,
+        backend=None,
     ):
         super().__init__()
+        self._set_backend(backend)
         if in_channels % groups != 0:
             raise ValueError(f"DeformConv: in_channels {in_channels} is not divisible by groups {groups}")
         if out_channels % groups != 0:
@@ -181,6 +247,7 @@ class DeformConv(_DeformConvBase):
             self.padding,
             self.dilation,
             deformable_groups=self.deformable_groups,
+            backend=self.backend,
         )
         return self._finish(out)
 
@@ -189,7 +256,7 @@ class DeformConv(_DeformConvBase):
             f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
             f"dilation={self.dilation}, groups={self.groups}, "
-            f"deformable_groups={self.deformable_groups}, bias={self.bias is not None}"
+            f"deformable_groups={self.deformable_groups}, bias={self.bias is not None}{self._backend_repr()}"
         )
 
 
@@ -214,8 +281,10 @@ class ModulatedDeformConv(_DeformConvBase):
         bias=True,
         norm=None,
         activation=None,
+        backend=None,
     ):
         super().__init__()
+        self._set_backend(backend)
         if in_channels % groups != 0 or out_channels % groups != 0:
             raise ValueError(
                 f"ModulatedDeformConv: channels {in_channels}->{out_channels} not divisible by groups {groups}"
@@ -249,6 +318,7 @@ class ModulatedDeformConv(_DeformConvBase):
             self.dilation,
             mask=mask,
             deformable_groups=self.deformable_groups,
+            backend=self.backend,
         )
         return self._finish(out)
 
@@ -257,8 +327,32 @@ class ModulatedDeformConv(_DeformConvBase):
             f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
             f"dilation={self.dilation}, groups={self.groups}, "
-            f"deformable_groups={self.deformable_groups}, bias={self.with_bias}"
+            f"deformable_groups={self.deformable_groups}, bias={self.with_bias}{self._backend_repr()}"
         )
+
+
+class SamplingDeformConv(DeformConv):
+    """:class:`DeformConv` on the "sampling" kernel (``MODEL.RESNETS.DEFORM_BACKEND: "sampling"``)."""
+
+    default_backend = "sampling"
+
+
+class SamplingModulatedDeformConv(ModulatedDeformConv):
+    """:class:`ModulatedDeformConv` on the "sampling" kernel."""
+
+    default_backend = "sampling"
+
+
+class AutoDeformConv(DeformConv):
+    """:class:`DeformConv` choosing its kernel per call: torchvision on CUDA, "sampling" elsewhere."""
+
+    default_backend = "auto"
+
+
+class AutoModulatedDeformConv(ModulatedDeformConv):
+    """:class:`ModulatedDeformConv` choosing its kernel per call: torchvision on CUDA, "sampling" elsewhere."""
+
+    default_backend = "auto"
 
 
 # ----------------------------------------------------------------------------- backend selection
@@ -271,21 +365,23 @@ def has_detectron2_C() -> bool:
     return True
 
 
-_BACKENDS = ("auto", "torchvision", "detectron2")
+_BACKENDS = ("auto", "torchvision", "sampling", "detectron2")
 
 
 def resolve_deform_backend(name: str) -> str:
-    """Map MODEL.RESNETS.DEFORM_BACKEND to "torchvision" or "detectron2" (raises with a clear message)."""
+    """Validate MODEL.RESNETS.DEFORM_BACKEND (raises with a clear message) and resolve "auto" as far as it can be
+    resolved before the input's device is known: "detectron2" when the compiled ``_C`` is importable, else "auto"
+    (the per-call choice, torchvision on CUDA and "sampling" elsewhere).  Other values are returned lower-cased."""
     key = str(name).lower()
     if key not in _BACKENDS:
         raise ValueError(f"MODEL.RESNETS.DEFORM_BACKEND must be one of {_BACKENDS}, got {name!r}")
     if key == "auto":
-        return "detectron2" if has_detectron2_C() else "torchvision"
+        return "detectron2" if has_detectron2_C() else "auto"
     if key == "detectron2" and not has_detectron2_C():
         raise RuntimeError(
             "MODEL.RESNETS.DEFORM_BACKEND='detectron2' needs detectron2's compiled extension (detectron2._C), "
-            "which cannot be imported in this installation. Use 'torchvision' or 'auto', or build detectron2 "
-            "from source with a CUDA toolchain."
+            "which cannot be imported in this installation. Use 'auto', 'sampling' or 'torchvision', or build "
+            "detectron2 from source with a CUDA toolchain."
         )
     return key
 
@@ -318,8 +414,13 @@ def _detectron2_classes():
 
 def get_deform_conv_classes(backend: str = "auto"):
     """(DeformConv class, ModulatedDeformConv class) for a DEFORM_BACKEND value."""
-    if resolve_deform_backend(backend) == "detectron2":
+    key = resolve_deform_backend(backend)
+    if key == "detectron2":
         return _detectron2_classes()
+    if key == "sampling":
+        return SamplingDeformConv, SamplingModulatedDeformConv
+    if key == "auto":
+        return AutoDeformConv, AutoModulatedDeformConv
     return DeformConv, ModulatedDeformConv
 
 
@@ -328,10 +429,16 @@ def deform_backend_info() -> dict:
     import torchvision
 
     c_ok = has_detectron2_C()
-    auto = "detectron2" if c_ok else "torchvision"
+    key = "detectron2" if c_ok else "auto"
+    cpu = "detectron2" if c_ok else kernel_for_device("auto", "cpu")
+    cuda = "detectron2" if c_ok else kernel_for_device("auto", "cuda")
     return {
-        "auto": auto,  # what MODEL.RESNETS.DEFORM_BACKEND="auto" resolves to
-        "deform_backend_auto": auto,
+        # what MODEL.RESNETS.DEFORM_BACKEND="auto" uses, in words (collect_env prints this)
+        "auto": "detectron2" if c_ok else f"{cpu} on CPU, {cuda} on CUDA (chosen per call by the input's device)",
+        "deform_backend_auto": key,  # resolve_deform_backend("auto")
+        "auto_cpu": cpu,
+        "auto_cuda": cuda,
+        "backends": list(_BACKENDS),
         "detectron2_C": c_ok,
         "torchvision": torchvision.__version__,
         "torchvision_deform_conv2d": hasattr(torchvision.ops, "deform_conv2d"),
