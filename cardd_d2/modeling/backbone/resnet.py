@@ -6,7 +6,7 @@ Registered in detectron2's BACKBONE_REGISTRY as ``build_cardd_resnet_backbone`` 
 Config keys read, besides everything ``build_resnet_backbone`` reads:
 
 * detectron2's own ``MODEL.RESNETS.DEFORM_ON_PER_STAGE`` / ``DEFORM_MODULATED`` / ``DEFORM_NUM_GROUPS``;
-* ``MODEL.RESNETS.DEFORM_BACKEND``: "auto" | "torchvision" | "detectron2";
+* ``MODEL.RESNETS.DEFORM_BACKEND``: "auto" | "torchvision" | "sampling" | "detectron2" (see cardd_d2/config.py);
 * ``MODEL.RESNETS.GC_ON_PER_STAGE`` (res2..res5) and ``MODEL.RESNETS.GC_RATIO``.
 
 How it reuses detectron2 (no ResNet code duplicated).  detectron2's ``DeformBottleneckBlock.__init__``
@@ -54,7 +54,7 @@ class CarddBottleneckBlock(BottleneckBlock):
     """detectron2's bottleneck with optional deformable conv2 (v1 or v2) and an optional GCNet context block.
 
     Extra keyword arguments over ``BottleneckBlock``: ``deform_on``, ``deform_modulated``, ``deform_num_groups``,
-    ``deform_backend`` ("auto" | "torchvision" | "detectron2"), ``gc_on``, ``gc_ratio``.
+    ``deform_backend`` ("auto" | "torchvision" | "sampling" | "detectron2"), ``gc_on``, ``gc_ratio``.
     The context block (mmdet plugin position 'after_conv3') acts on conv3's normalised output before the
     residual addition.
     """
