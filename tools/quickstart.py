@@ -64,6 +64,7 @@ def main(argv=None):
     from detectron2.engine import default_setup
 
     from cardd_d2.engine import CarDDTrainer, inference_dir, register_datasets_for_cfg, setup_cfg
+    from cardd_d2.evaluation import load_results_json
 
     t_start = time.time()
     root = dataset_root(args)
@@ -84,10 +85,12 @@ def main(argv=None):
     t_train = time.time()
     trainer = CarDDTrainer(cfg)
     trainer.resume_or_load(resume=False)
-    results = trainer.train()
+    trainer.train()
     elapsed = time.time() - t_start
 
     test_name = cfg.DATASETS.TEST[0]
+    results_dir = inference_dir(cfg, test_name)
+    results = load_results_json(os.path.join(results_dir, "results.json"))
     summary = {
         "model": args.model,
         "config": QUICKSTART_CONFIGS[args.model],
@@ -95,16 +98,16 @@ def main(argv=None):
         "iterations": cfg.SOLVER.MAX_ITER,
         "train_and_eval_seconds": round(time.time() - t_train, 1),
         "total_seconds": round(elapsed, 1),
-        "segm_AP": results.get("segm", {}).get("AP"),
-        "segm_AP50": results.get("segm", {}).get("AP50"),
-        "bbox_AP": results.get("bbox", {}).get("AP"),
-        "bbox_AP50": results.get("bbox", {}).get("AP50"),
-        "results_dir": inference_dir(cfg, test_name),
+        "segm_AP": results["segm"]["AP"],
+        "segm_AP50": results["segm"]["AP50"],
+        "bbox_AP": results["bbox"]["AP"],
+        "bbox_AP50": results["bbox"]["AP50"],
+        "results_dir": results_dir,
     }
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     with open(os.path.join(cfg.OUTPUT_DIR, "quickstart_summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    md = os.path.join(inference_dir(cfg, test_name), "results.md")
+    md = os.path.join(results_dir, "results.md")
     if os.path.isfile(md):
         print(open(md).read())
     print(f"[quickstart] {args.model}: mask AP {summary['segm_AP']:.1f}, box AP {summary['bbox_AP']:.1f} on "
