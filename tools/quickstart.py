@@ -69,15 +69,14 @@ def main(argv=None):
     t_start = time.time()
     root = dataset_root(args)
     opts = list(args.opts)
-    if args.iters:
-        opts += ["SOLVER.MAX_ITER", str(args.iters)]
     if args.output:
         opts += ["OUTPUT_DIR", args.output]
     cfg = setup_cfg(os.path.join(REPO, QUICKSTART_CONFIGS[args.model]), opts, freeze=False)
-    if cfg.SOLVER.MAX_ITER < max(cfg.SOLVER.STEPS or (0,)):
-        # keep the two LR drops at the same fractions of a shortened run
-        n = cfg.SOLVER.MAX_ITER
-        cfg.SOLVER.STEPS = (int(n * 0.75), int(n * 0.92))
+    if args.iters:
+        # keep the LR drops at the same fractions of the run as in the config
+        scale = args.iters / cfg.SOLVER.MAX_ITER
+        cfg.SOLVER.STEPS = tuple(max(1, min(args.iters - 1, round(s * scale))) for s in cfg.SOLVER.STEPS)
+        cfg.SOLVER.MAX_ITER = args.iters
     cfg.freeze()
     default_setup(cfg, argparse.Namespace(config_file=QUICKSTART_CONFIGS[args.model], eval_only=False, opts=opts))
     register_datasets_for_cfg(cfg, root)
