@@ -32,6 +32,8 @@ def parse_args(argv=None):
                    help="where the synthetic set is written / reused")
     p.add_argument("--output", default=None, help="output folder (default: the config's OUTPUT_DIR)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
+    p.add_argument("--splits", type=int, nargs=3, default=list(SYNTHETIC_SPLITS), metavar=("TRAIN", "VAL", "TEST"),
+                   help="synthetic images per split")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides KEY VALUE ...")
     return p.parse_args(argv)
 
@@ -45,15 +47,15 @@ def dataset_root(args) -> str:
     from cardd_d2.data.synthetic import make_synthetic_cardd
 
     stamp = os.path.join(args.data, "quickstart.json")
-    wanted = {"num_images": list(SYNTHETIC_SPLITS), "seed": args.seed}
+    wanted = {"num_images": list(args.splits), "seed": args.seed}
     if os.path.isfile(stamp) and json.load(open(stamp)) == wanted:
         print(f"[quickstart] reusing synthetic CarDD at {args.data}")
         return args.data
     t0 = time.time()
-    make_synthetic_cardd(args.data, num_images=SYNTHETIC_SPLITS, seed=args.seed)
+    make_synthetic_cardd(args.data, num_images=tuple(args.splits), seed=args.seed)
     with open(stamp, "w") as f:
         json.dump(wanted, f)
-    print(f"[quickstart] generated synthetic CarDD {SYNTHETIC_SPLITS} (train/val/test) at {args.data} "
+    print(f"[quickstart] generated synthetic CarDD {tuple(args.splits)} (train/val/test) at {args.data} "
           f"in {time.time() - t0:.0f} s")
     return args.data
 
