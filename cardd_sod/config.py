@@ -199,3 +199,14 @@ def load_sod_config(path: str | None = None, overrides: Iterable[str] = ()) -> S
     cfg = SODConfig(cfg)
     merge_overrides(cfg, overrides)
     return cfg
+
+
+def parse_named_paths(items, flag: str) -> dict:
+    """``["NAME=PATH", ...]`` from a repeatable command-line flag -> ``{NAME: PATH}`` (SystemExit on a bad item)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"{flag} expects NAME=PATH, got {item!r}")
+        name, path = item.split("=", 1)
+        out[name] = path
+    return out

@@ -17,16 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cardd_sod.compare import compare_methods  # noqa: E402
-
-
-def _named(items, flag):
-    out = {}
-    for it in items or []:
-        if "=" not in it:
-            raise SystemExit(f"{flag} expects NAME=PATH, got {it!r}")
-        k, v = it.split("=", 1)
-        out[k] = v
-    return out
+from cardd_sod.config import parse_named_paths  # noqa: E402
 
 
 def main(argv=None):
@@ -40,8 +31,10 @@ def main(argv=None):
     ap.add_argument("--grid-rows", type=int, default=8)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    res = compare_methods(args.gt_json, args.image_dir, args.out, _named(args.instances, "--instances"),
-                          _named(args.saliency, "--saliency"), args.gt_mask_dir, args.score_thresh, args.grid_rows)
+    instances = parse_named_paths(args.instances, "--instances")
+    saliency = parse_named_paths(args.saliency, "--saliency")
+    res = compare_methods(args.gt_json, args.image_dir, args.out, instances, saliency, args.gt_mask_dir,
+                          args.score_thresh, args.grid_rows)
     print(res["table"])
     print("grid:", res["grid"])
     return res

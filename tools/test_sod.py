@@ -12,17 +12,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from cardd_sod.config import parse_named_paths  # noqa: E402
 from cardd_sod.metrics import evaluate_saliency, format_markdown_table  # noqa: E402
-
-
-def _named(items):
-    out = {}
-    for it in items or []:
-        if "=" not in it:
-            raise SystemExit(f"--pred expects NAME=DIR, got {it!r}")
-        k, v = it.split("=", 1)
-        out[k] = v
-    return out
 
 
 def main(argv=None):
@@ -50,7 +41,7 @@ def main(argv=None):
         rows = {cfg.MODEL.NAME: res}
         out = args.out or cfg.OUTPUT_DIR
     else:
-        methods = _named(args.pred)
+        methods = parse_named_paths(args.pred, "--pred")
         if args.pred_dir:
             methods[args.name] = args.pred_dir
         if not methods or not args.gt_dir:

@@ -97,6 +97,17 @@ def _nan_if_absent(value: float) -> float:
     return float("nan") if value < 0 else float(value * 100)
 
 
+def read_json(path: str, what: str):
+    """``json.load`` of ``path`` with errors that say which file (``what``, e.g. "predictions json") is wrong."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} {path} is not valid JSON: {e}") from None
+
+
 def load_coco_gt(gt_json: Union[str, os.PathLike, dict, COCO]) -> COCO:
     """A pycocotools COCO object from a path, a dict or a COCO object, with a clear error on bad input."""
     if isinstance(gt_json, COCO):
@@ -105,13 +116,7 @@ def load_coco_gt(gt_json: Union[str, os.PathLike, dict, COCO]) -> COCO:
         dataset, source = copy.deepcopy(gt_json), "<ground-truth dict>"
     else:
         source = os.fspath(gt_json)
-        try:
-            with open(source) as f:
-                dataset = json.load(f)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"ground-truth json {source} does not exist") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"ground-truth json {source} is not valid JSON: {e}") from None
+        dataset = read_json(source, "ground-truth json")
     if not isinstance(dataset, dict):
         raise ValueError(f"ground-truth json {source}: top level must be an object, got {type(dataset).__name__}")
     for key in ("images", "categories"):
@@ -134,13 +139,7 @@ def load_predictions(predictions: Union[str, os.PathLike, Iterable[dict]]) -> Tu
     """(list of COCO result dicts, a name for error messages) from a json path or an iterable."""
     if isinstance(predictions, (str, os.PathLike)):
         source = os.fspath(predictions)
-        try:
-            with open(source) as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"predictions json {source} does not exist") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"predictions json {source} is not valid JSON: {e}") from None
+        data = read_json(source, "predictions json")
         if not isinstance(data, list):
             raise ValueError(f"predictions json {source}: top level must be a list of results")
         return data, source

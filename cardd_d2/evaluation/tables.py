@@ -12,6 +12,7 @@ import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 from ..data.categories import CARDD_CLASS_NAMES
+from .coco_metrics import read_json
 
 __all__ = [
     "MAIN_METRICS",
@@ -207,13 +208,7 @@ def write_results(
 
 def load_results_json(path: str) -> Dict[str, Dict[str, float]]:
     """Read a results.json written by :func:`write_results`; null metrics come back as NaN."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"results file {path} does not exist") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"results file {path} is not valid JSON: {e}") from None
+    data = read_json(path, "results file")
     if not isinstance(data, dict):
         raise ValueError(f"results file {path}: top level must be an object of tasks")
     meta = data.pop("meta", None)
