@@ -1,7 +1,9 @@
-"""CarDD SOD data: DUTS-style dataset (dataset.py) and COCO -> SOD conversion (coco.py)."""
+"""CarDD SOD data: on-disk layouts (layout.py), DUTS-style dataset (dataset.py), COCO -> SOD conversion (coco.py)."""
+from . import layout  # noqa: F401
+from .layout import sod_split_dirs  # noqa: F401
 from .dataset import (  # noqa: F401
-    IMAGE_EXTS, PREPROCESS_PRESETS, SPLITS, CarDDSODDataset, PreprocessSpec, SODSample, get_preprocess,
-    load_image, load_mask, mask_to_edge, read_sod_split, sod_collate, split_dirs,
+    IMAGE_EXTS, PREPROCESS_PRESETS, CarDDSODDataset, PreprocessSpec, SODSample, get_preprocess,
+    load_image, load_mask, mask_to_edge, read_sod_split, sod_collate,
 )
 from .coco import (  # noqa: F401
     cardd_coco_sources, category_slug, coco_root_to_sod, coco_to_sod, coco_to_sod_classwise, instance_union_mask,

@@ -2,14 +2,12 @@
 
 * Full dataset: each image's mask is the union of all its instance masks (255 on damage, 0 elsewhere).  Images
   without annotations get an empty mask and are kept (``skip_empty=True`` drops them).
-* Class-wise variant (paper Table IX): only the instances of one category are activated.  Decision (the spec and
-  the paper give no rule; an image without the class would be an all-background sample): by default only images
+* Class-wise variant (paper Table IX): only the instances of one category are activated.  Decision (the paper
+  gives no rule; an image without the class would be an all-background sample): by default only images
   that contain at least one instance of the class are kept, for every split; ``keep_empty=True`` keeps all images
   with empty masks instead.
 * Edge maps (``CarDD-XX-Edge``) use :func:`cardd_sod.data.mask_to_edge` (the model package's derivation when present).
-* Lists as cardd_d2.data.synthetic writes them (DUTS / PoolNet convention): ``train_pair.lst``
-  ("CarDD-TR-Image/<file> CarDD-TR-Mask/<stem>.png") in CarDD-TR, ``test.lst`` ("<file>") in CarDD-VAL / CarDD-TE,
-  plus ``train_pair_edge.lst`` (image mask edge, relative to the split folder) when edges are written.
+* Folders and list files as :mod:`cardd_sod.data.layout` describes them.
 """
 from __future__ import annotations
 
@@ -21,15 +19,11 @@ from typing import Iterable, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from .dataset import SPLITS, mask_to_edge, split_dirs
+from .dataset import mask_to_edge
+from .layout import SOD_SPLITS, coco_split_files, sod_split_dirs, sod_tag
 
 __all__ = ["coco_to_sod", "coco_to_sod_classwise", "coco_root_to_sod", "cardd_coco_sources", "category_slug",
-           "instance_union_mask", "COCO_SPLIT_NAMES"]
-
-# COCO split names of the official release -> SOD split names
-COCO_SPLIT_NAMES = {"train": "TR", "train2017": "TR", "val": "VAL", "val2017": "VAL", "test": "TE", "test2017": "TE",
-                    "tr": "TR", "te": "TE"}
-
+           "instance_union_mask"]
 
 def category_slug(name: str) -> str:
     """'glass shatter' -> 'glass_shatter'."""
@@ -103,16 +97,14 @@ def coco_to_sod(json_path: str, image_dir: str, out_root: str, split: str = "TR"
     ``category``: None for the union of all classes, else a category id or name (class-wise variant).
     ``keep_empty``: keep images whose mask is empty; default True for the full dataset, False for class-wise.
     """
-    split = COCO_SPLIT_NAMES.get(split.lower(), split.upper())
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS} (or train/val/test), got {split!r}")
+    split = sod_tag(split)
     if not os.path.isdir(image_dir):
         raise FileNotFoundError(f"image folder not found: {image_dir}")
     coco = _load_coco(json_path)
     cat_ids = _resolve_cat_ids(coco, category)
     if keep_empty is None:
         keep_empty = category is None
-    d = split_dirs(out_root, split)
+    d = sod_split_dirs(out_root, split)
     for k in ("image", "mask") + (("edge",) if write_edges else ()):
         os.makedirs(d[k], exist_ok=True)
     rel_img, rel_mask, rel_edge = (os.path.basename(d[k]) for k in ("image", "mask", "edge"))
@@ -156,7 +148,7 @@ def coco_to_sod(json_path: str, image_dir: str, out_root: str, split: str = "TR"
         with open(d["test_list"], "w") as f:
             f.write("".join(n + "\n" for n in names))
     if write_edges:
-        with open(os.path.join(d["root"], "train_pair_edge.lst"), "w") as f:
+        with open(d["edge_list"], "w") as f:
             f.write("".join(e + "\n" for e in edges_lines))
     return {"split": split, "root": out_root, "split_root": d["root"], "num_images": len(pairs),
             "num_empty": n_empty, "category_ids": cat_ids, "names": [os.path.splitext(n)[0] for n in names]}
@@ -181,27 +173,19 @@ def coco_to_sod_classwise(json_path: str, image_dir: str, out_root: str, split: 
     return out
 
 
-# The official CarDD_COCO layout: split -> (json, image folder)
-CARDD_COCO_SPLITS = {"TR": ("instances_train2017.json", "train2017"), "VAL": ("instances_val2017.json", "val2017"),
-                     "TE": ("instances_test2017.json", "test2017")}
-
-
-def cardd_coco_sources(coco_root: str, splits: Sequence[str] = SPLITS) -> dict:
-    """{split: (json, image_dir)} of an official-layout CarDD_COCO folder; missing splits raise."""
+def cardd_coco_sources(coco_root: str, splits: Sequence[str] = SOD_SPLITS) -> dict:
+    """{SOD tag: (json, image_dir)} of a CarDD_COCO folder; missing files raise naming the path."""
     out = {}
-    for sp in splits:
-        sp = COCO_SPLIT_NAMES.get(sp.lower(), sp.upper())
-        j, d = CARDD_COCO_SPLITS[sp]
-        jp, dp = os.path.join(coco_root, "annotations", j), os.path.join(coco_root, d)
+    for sp, (jp, dp) in coco_split_files(coco_root, splits).items():
         if not os.path.isfile(jp):
             raise FileNotFoundError(f"CarDD_COCO annotation file not found: {jp}")
         if not os.path.isdir(dp):
             raise FileNotFoundError(f"CarDD_COCO image folder not found: {dp}")
-        out[sp] = (jp, dp)
+        out[sod_tag(sp)] = (jp, dp)
     return out
 
 
-def coco_root_to_sod(coco_root: str, out_root: str, splits: Sequence[str] = SPLITS, classwise: bool = False,
+def coco_root_to_sod(coco_root: str, out_root: str, splits: Sequence[str] = SOD_SPLITS, classwise: bool = False,
                      **kwargs) -> dict:
     """Convert every split of a CarDD_COCO folder; ``classwise`` writes ``out_root/<class>/CarDD-XX``."""
     out = {}

@@ -1,12 +1,6 @@
 """CarDD salient-object-detection data: DUTS-style layout, reading/validation, per-model preprocessing.
 
-Layout (one folder per split, split in TR / VAL / TE)::
-
-    <root>/CarDD-TR/CarDD-TR-Image/000001.jpg
-    <root>/CarDD-TR/CarDD-TR-Mask/000001.png      union of damage instances, 255 on damage, 0 elsewhere
-    <root>/CarDD-TR/CarDD-TR-Edge/000001.png      optional edge maps (255 on mask boundaries), see coco_to_sod
-    <root>/CarDD-TR/train_pair.lst                "CarDD-TR-Image/000001.jpg CarDD-TR-Mask/000001.png" per line
-    <root>/CarDD-TE/test.lst                      "000001.jpg" per line (names inside CarDD-TE-Image)
+The layout (CarDD-TR / CarDD-VAL / CarDD-TE with -Image / -Mask / -Edge folders) is :mod:`cardd_sod.data.layout`.
 
 List files: every non-empty line holds 1, 2 or 3 whitespace-separated paths (image [mask [edge]]).  Paths are
 resolved against the split folder first, then against the split's Image / Mask / Edge folder.  A one-column line
@@ -39,34 +33,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .layout import sod_split_dirs
+
 __all__ = [
-    "SPLITS", "SODSample", "PreprocessSpec", "PREPROCESS_PRESETS", "get_preprocess", "split_dirs",
+    "SODSample", "PreprocessSpec", "PREPROCESS_PRESETS", "get_preprocess",
     "read_sod_split", "load_image", "load_mask", "mask_to_edge", "CarDDSODDataset", "sod_collate",
     "IMAGE_EXTS",
 ]
 
-SPLITS = ("TR", "VAL", "TE")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_BGR_MEAN = (104.00699, 116.66877, 122.67892)
-
-
-def split_dirs(root: str, split: str) -> dict:
-    """Folder names of one split of the DUTS-style layout."""
-    split = split.upper()
-    if split.startswith("CARDD-"):
-        split = split[6:]
-    base = os.path.join(root, f"CarDD-{split}")
-    return {
-        "split": split,
-        "root": base,
-        "image": os.path.join(base, f"CarDD-{split}-Image"),
-        "mask": os.path.join(base, f"CarDD-{split}-Mask"),
-        "edge": os.path.join(base, f"CarDD-{split}-Edge"),
-        "pair_list": os.path.join(base, "train_pair.lst"),
-        "test_list": os.path.join(base, "test.lst"),
-    }
 
 
 @dataclasses.dataclass
@@ -88,7 +66,7 @@ def _resolve(entry: str, candidates: Sequence[str], list_file: str, lineno: int,
 
 def read_sod_split(root: str, split: str, require_masks: bool = True) -> list[SODSample]:
     """Samples of one split (see module docstring for list-file rules). Missing files raise with the name."""
-    d = split_dirs(root, split)
+    d = sod_split_dirs(root, split)
     if not os.path.isdir(d["root"]):
         raise FileNotFoundError(f"SOD split folder not found: {d['root']} (expected DUTS-style CarDD_SOD layout)")
     list_file = next((p for p in (d["pair_list"], d["test_list"]) if os.path.isfile(p)), None)

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from ..config import SODConfig, load_sod_config
-from ..data import CarDDSODDataset, get_preprocess, sod_collate, split_dirs
+from ..data import CarDDSODDataset, get_preprocess, sod_collate
+from ..data.layout import sod_split_dirs
 from ..metrics import evaluate_saliency, write_results
 
 __all__ = ["SODTrainer", "EpochShuffleSampler", "build_preprocess", "build_loss_for", "predict_saliency_maps",
@@ -403,11 +404,12 @@ class SODTrainer:
         """Write predicted maps for the test split and score them; writes metrics JSON + Markdown."""
         split = split or self.cfg.DATA.TEST_SPLIT
         dataset = self.build_test_dataset(split)
-        out_dir = out_dir or os.path.join(self.output_dir, "predictions", f"CarDD-{split}")
+        out_dir = out_dir or os.path.join(self.output_dir, "predictions", os.path.basename(
+            sod_split_dirs(self.cfg.DATA.ROOT, split)["root"]))
         names = predict_saliency_maps(self.model, dataset, out_dir, self.device,
                                       batch_size=int(self.cfg.TEST.BATCH_SIZE), amp=self.cfg.SOLVER.AMP,
                                       progress=self.progress)
-        gt_dir = split_dirs(self.cfg.DATA.ROOT, split)["mask"]
+        gt_dir = sod_split_dirs(self.cfg.DATA.ROOT, split)["mask"]
         metrics = evaluate_saliency(out_dir, gt_dir, names=names)
         metrics.update({"model": self.cfg.MODEL.NAME, "split": split, "pred_dir": out_dir})
         write_results(metrics, os.path.join(self.output_dir, "metrics"), name=f"sod_metrics_{split}",

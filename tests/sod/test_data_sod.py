@@ -9,7 +9,8 @@ import pytest
 
 from cardd_sod.config import load_sod_config, merge_overrides
 from cardd_sod.data import (CarDDSODDataset, coco_root_to_sod, coco_to_sod, coco_to_sod_classwise, get_preprocess,
-                            load_mask, mask_to_edge, read_sod_split, split_dirs)
+                            load_mask, mask_to_edge, read_sod_split)
+from cardd_sod.data.layout import sod_split_dirs as split_dirs
 
 
 @pytest.fixture(scope="module")
