@@ -8,6 +8,8 @@ the numbers equal those of a run with only the four ranges of one convention.
 Every number is read from ``COCOeval.eval["precision"]`` exactly as ``COCOeval.summarize`` reads it (same
 slicing, same ``mean`` of the entries above -1), so values are bit-identical to pycocotools'. Where pycocotools
 reports -1 (no ground truth in that cell) the result is NaN, never 0. Values are percentages, like detectron2.
+Ground-truth annotation ids that COCOeval cannot match (0, or duplicates) are renumbered internally first, so any
+valid ids give the same numbers; unique ids >= 1 (CarDD's) are used unchanged.
 
 Nothing here needs a model: :func:`evaluate_coco_json` takes a ground-truth COCO json and a COCO results list.
 """
@@ -18,7 +20,6 @@ import copy
 import io
 import json
 import logging
-import math
 import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -165,6 +166,27 @@ def _check_predictions(coco_gt: COCO, preds: List[dict], task: str, source: str)
             )
 
 
+def _with_positive_ann_ids(coco_gt: COCO) -> COCO:
+    """``coco_gt``, or a copy whose annotations are renumbered 1..N when their ids are not unique positive integers.
+
+    COCOeval stores the matched ground-truth id in ``dtMatches`` and counts a detection as a true positive only
+    when that id is non-zero, so a ground-truth annotation with id 0 (many annotation tools count from 0) can never
+    be matched, and duplicate ids collapse in ``COCO.anns``. Predictions reference images and categories, never
+    annotation ids, so renumbering changes no result; unique ids >= 1 are used as they are.
+    """
+    anns = coco_gt.dataset.get("annotations", [])
+    ids = [a.get("id") for a in anns]
+    if all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids) and len(set(ids)) == len(ids):
+        return coco_gt
+    dataset = dict(coco_gt.dataset)
+    dataset["annotations"] = [dict(a, id=k) for k, a in enumerate(anns, start=1)]
+    renumbered = COCO()
+    renumbered.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        renumbered.createIndex()
+    return renumbered
+
+
 def _load_results(coco_gt: COCO, preds: List[dict], task: str) -> COCO:
     """``coco_gt.loadRes`` on a private copy; an empty result set gives an empty COCO (loadRes cannot)."""
     preds = copy.deepcopy(preds)  # loadRes writes into the dicts (area, id, and box polygons for bbox)
@@ -205,6 +227,7 @@ def run_cocoeval(
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     _check_predictions(coco_gt, predictions, task, source)
+    coco_gt = _with_positive_ann_ids(coco_gt)
     coco_dt = _load_results(coco_gt, predictions, task)
     eval_cls = COCOeval
     if use_fast_impl:
@@ -338,6 +361,3 @@ def evaluate_coco_json(
         source=source,
     )
 
-
-def is_nan(x) -> bool:
-    return isinstance(x, float) and math.isnan(x)

@@ -16,7 +16,7 @@ from detectron2.evaluation import inference_on_dataset
 from detectron2.structures import Boxes, Instances
 
 from cardd_d2.evaluation import CarDDEvaluator, build_cardd_evaluator, evaluate_coco_json, load_results_json
-from eval_synth import IMG_H, IMG_W, make_gt, make_predictions
+from eval_synth import IMG_H, IMG_W, jsonable_rle, make_gt, make_predictions, rle_of
 
 CARDD_RNG = [[0, 1e10], [0, 128**2], [128**2, 256**2], [256**2, 1e10]]
 
@@ -253,3 +253,19 @@ def test_dataset_without_json_is_converted(tmp_path):
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+def test_annotation_ids_from_zero_in_a_registered_dataset(register):
+    """CarDDEvaluator reads the registered json; ids from 0 still give AP 100 for perfect predictions."""
+    gt = make_gt(seed=3, n_images=5)
+    for k, a in enumerate(gt["annotations"]):
+        a["id"] = k
+    preds = f32_exact([
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0,
+         "segmentation": jsonable_rle(rle_of(a["segmentation"][0]))}
+        for a in gt["annotations"]
+    ])
+    name = register(gt)
+    res = run(CarDDEvaluator(name, distributed=False), gt, to_model_outputs(gt, preds, name))
+    for task in ("bbox", "segm"):
+        assert res[task]["AP"] == pytest.approx(100.0), task

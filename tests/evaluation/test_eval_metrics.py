@@ -1,10 +1,12 @@
 """evaluate_coco_json against plain pycocotools, bucket definitions, edge cases and bad input."""
+import copy
 import math
 
 import numpy as np
 import pytest
 
 from cardd_d2.evaluation import CARDD_AREA_RANGES, evaluate_coco_json
+from eval_synth import jsonable_rle, rle_of
 
 CARDD_RNG = [[0, 1e10], [0, 128**2], [128**2, 256**2], [256**2, 1e10]]
 STAT_KEYS = {"AP": 0, "AP50": 1, "AP75": 2, "APs": 3, "APm": 4, "APl": 5}
@@ -136,3 +138,38 @@ def test_bad_input_names_the_file(tmp_path, synth_gt, synth_preds, synth_files):
     assert evaluate_coco_json(synth_gt, no_mask, tasks=["bbox"])["bbox"]["AP"] > 0
     with pytest.raises(ValueError, match="unknown task"):
         evaluate_coco_json(synth_gt, synth_preds, tasks=["keypoints"])
+
+
+def perfect_predictions(gt):
+    return [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]), "score": 1.0,
+         "segmentation": jsonable_rle(rle_of(a["segmentation"][0]))}
+        for a in gt["annotations"]
+    ]
+
+
+@pytest.mark.parametrize("task", ["bbox", "segm"])
+def test_annotation_ids_from_zero_perfect_predictions_score_100(synth_gt, reference_stats, task):
+    """pycocotools counts a match with ground-truth id 0 as unmatched; the evaluator renumbers internally."""
+    gt = copy.deepcopy(synth_gt)
+    for k, a in enumerate(gt["annotations"]):
+        a["id"] = k  # ids from 0, as many annotation tools export them
+    preds = perfect_predictions(gt)
+    assert as_pct(reference_stats(gt, preds, task, area_rng=CARDD_RNG)[0]) < 100  # plain pycocotools under-reports
+    res = evaluate_coco_json(gt, preds, tasks=[task])[task]
+    assert res["AP"] == pytest.approx(100.0) and res["AP50"] == pytest.approx(100.0)
+    for c in ("dent", "scratch", "crack", "glass shatter", "lamp broken"):
+        assert res[f"AP-{c}"] == pytest.approx(100.0)
+    assert [a["id"] for a in gt["annotations"]][:2] == [0, 1]  # the caller's ground truth is not modified
+
+
+def test_any_annotation_ids_give_the_same_results(synth_gt, synth_preds):
+    """Ids from 0, duplicated, or large and unordered: the same numbers as the unique ids >= 1."""
+    ref = evaluate_coco_json(synth_gt, synth_preds)
+    for renumber in (lambda k: k, lambda k: 7, lambda k: 10**6 - 3 * k):
+        gt = copy.deepcopy(synth_gt)
+        for k, a in enumerate(gt["annotations"]):
+            a["id"] = renumber(k)
+        res = evaluate_coco_json(gt, synth_preds)
+        for task in ("bbox", "segm"):
+            assert res[task] == pytest.approx(ref[task], nan_ok=True)
