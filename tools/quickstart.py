@@ -6,12 +6,12 @@ from random initialisation on CPU, evaluate it with CarDDEvaluator and print the
     python tools/quickstart.py --model mask_rcnn    # the Mask R-CNN baseline on the same data
     python tools/quickstart.py --iters 100          # shorter run
 
-Writes OUTPUT/quickstart_summary.json with the reached AP and the wall time.
+Writes OUTPUT/quickstart_summary.json with the reached AP and the wall time, OUTPUT/predictions.png (test images:
+ground truth beside the trained model's masks and class names) and OUTPUT/loss_curve.png.
 """
 import argparse
 import json
 import os
-import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,6 +22,8 @@ QUICKSTART_CONFIGS = {
 }
 # Synthetic split sizes: enough variety to learn six classes in a few hundred iterations, generated in seconds.
 SYNTHETIC_SPLITS = (320, 40, 80)
+# Predictions drawn in predictions.png: a small model's useful detections sit well below the usual 0.5.
+PICTURE_SCORE_THRESHOLD = 0.3
 
 
 def parse_args(argv=None):
@@ -60,9 +62,31 @@ def dataset_root(args) -> str:
     return args.data
 
 
+def write_pictures(cfg, test_name: str, num_images: int = 6) -> dict:
+    """The test images with ground truth beside the final model's predictions, and the training-loss curve."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.engine import DefaultPredictor
+
+    from cardd_d2.evaluation.figures import plot_loss_curve, prediction_grid
+
+    pred_cfg = cfg.clone()
+    pred_cfg.defrost()
+    pred_cfg.MODEL.WEIGHTS = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+    pred_cfg.freeze()
+    out = {
+        "predictions_png": prediction_grid(DefaultPredictor(pred_cfg), DatasetCatalog.get(test_name),
+                                           MetadataCatalog.get(test_name),
+                                           os.path.join(cfg.OUTPUT_DIR, "predictions.png"),
+                                           score_threshold=PICTURE_SCORE_THRESHOLD, max_images=num_images),
+        "loss_curve_png": plot_loss_curve(os.path.join(cfg.OUTPUT_DIR, "metrics.json"),
+                                          os.path.join(cfg.OUTPUT_DIR, "loss_curve.png"),
+                                          keys=("total_loss", "loss_cls", "loss_mask", "loss_rpn_cls")),
+    }
+    return out
+
+
 def main(argv=None):
     args = parse_args(argv)
-    sys.path.insert(0, REPO)
     from detectron2.engine import default_setup
 
     from cardd_d2.engine import CarDDTrainer, inference_dir, register_datasets_for_cfg, setup_cfg
@@ -91,6 +115,7 @@ def main(argv=None):
 
     test_name = cfg.DATASETS.TEST[0]
     results_dir = inference_dir(cfg, test_name)
+    pictures = write_pictures(cfg, test_name)
     results = load_results_json(os.path.join(results_dir, "results.json"))
     summary = {
         "model": args.model,
@@ -104,6 +129,7 @@ def main(argv=None):
         "bbox_AP": results["bbox"]["AP"],
         "bbox_AP50": results["bbox"]["AP50"],
         "results_dir": results_dir,
+        **pictures,
     }
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     with open(os.path.join(cfg.OUTPUT_DIR, "quickstart_summary.json"), "w") as f:
@@ -114,6 +140,8 @@ def main(argv=None):
     print(f"[quickstart] {args.model}: mask AP {summary['segm_AP']:.1f}, box AP {summary['bbox_AP']:.1f} on "
           f"{test_name} after {cfg.SOLVER.MAX_ITER} iterations; {elapsed / 60:.1f} min in total")
     print(f"[quickstart] summary: {os.path.join(cfg.OUTPUT_DIR, 'quickstart_summary.json')}")
+    print(f"[quickstart] pictures: {pictures['predictions_png']} (ground truth | predictions), "
+          f"{pictures['loss_curve_png']}")
     return summary
 
 

@@ -26,6 +26,13 @@ def test_quickstart_generates_trains_evaluates_and_summarises(tmp_path, monkeypa
     for key in ("segm_AP", "bbox_AP", "segm_AP50", "bbox_AP50"):
         assert 0.0 <= saved[key] <= 100.0
     assert os.path.isfile(os.path.join(saved["results_dir"], "results.md"))
+    # the pictures a person checks at a glance: one row per test image (3 here), ground truth | predictions
+    import cv2
+
+    grid = cv2.imread(saved["predictions_png"])
+    assert saved["predictions_png"] == str(out / "predictions.png") and grid is not None
+    assert grid.shape[0] > 3 * 192 and grid.shape[1] > 2 * 256
+    assert cv2.imread(saved["loss_curve_png"]) is not None
     cfg_text = open(out / "config.yaml").read()
     assert "DCNPlusROIHeads" in cfg_text
     # --iters scales the config's LR steps (260, 320 of 350) to the shorter run
