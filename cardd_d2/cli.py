@@ -21,9 +21,9 @@ def _add_model_args(p: argparse.ArgumentParser):
     p.add_argument("--weights", default=None, help="detector weights (overrides MODEL.WEIGHTS)")
     p.add_argument("--classifier-weights", default=None,
                    help="damaged/undamaged classifier checkpoint (tools/train_classifier.py); enables the gate "
-                        "(overrides CARDD.CLASSIFIER.WEIGHTS)")
+                        "(overrides MODEL.DAMAGE_GATE.WEIGHTS)")
     p.add_argument("--discard-threshold", type=float, default=None,
-                   help="discard an image when P(undamaged) is above this (default CARDD.CLASSIFIER.DISCARD_THRESHOLD)")
+                   help="discard an image when P(undamaged) is above this (default MODEL.DAMAGE_GATE.DISCARD_THRESHOLD)")
     p.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum detection score")
     p.add_argument("--device", default=None, help="cpu / cuda (default: MODEL.DEVICE, cpu without CUDA)")
     p.add_argument("--max-side", type=int, default=10000, help="downscale images whose longer side is larger")

@@ -1,25 +1,31 @@
 """Every config key cardd adds to detectron2's defaults, with its default value.
 
-Call ``add_cardd_config(cfg)`` once on a fresh ``get_cfg()`` before merging a cardd YAML file.
-Each section names the module that reads it.
+Call ``add_cardd_config(cfg)`` on a fresh ``get_cfg()`` before merging a cardd YAML file (a second call is a no-op);
+``cardd_d2.engine.setup_cfg`` does both and merges a YAML file and overrides. Each section names the module that
+reads it.
+
+Naming: a new key sits in the detectron2 node it configures (DATASETS, INPUT, MODEL.<component>, TEST) and is named
+for what it does, never after the project; a new component gets its own node under MODEL (MODEL.HTC,
+MODEL.DAMAGE_GATE).
 """
 from detectron2.config import CfgNode as CN
 
 
 def add_cardd_config(cfg):
     _C = cfg
-    if getattr(_C, "_CARDD_CONFIG_ADDED", False):
+    # The keys themselves say whether they were added; a flag stored in the CfgNode would appear in every dumped
+    # config.yaml.
+    if "DAMAGE_GATE" in _C.MODEL:
         return cfg
 
     # ---------------------------------------------------------------- data (cardd_d2.data)
-    _C.DATASETS.CARDD = CN()
     # Folder that contains CarDD_COCO/ for cardd_train/val/test; "" means $CARDD_DATASETS, else ./datasets
     # (cardd_d2.data.register_cardd_from_cfg).
-    _C.DATASETS.CARDD.ROOT = ""
+    _C.DATASETS.ROOT = ""
     # Drop invalid annotations (with a warning and a count) instead of raising before training.
-    _C.DATASETS.CARDD.SKIP_INVALID = False
+    _C.DATASETS.SKIP_INVALID = False
     # Open every image once when a dataset is first loaded, so unreadable files fail before training.
-    _C.DATASETS.CARDD.CHECK_IMAGES = True
+    _C.DATASETS.CHECK_IMAGES = True
 
     # ---------------------------------------------------------------- input (cardd_d2.data.transforms)
     # mmdet's Resize(img_scale=[(W, H_min), (W, H_max)], multiscale_mode='range'): the DCN+ training resize.
@@ -53,8 +59,8 @@ def add_cardd_config(cfg):
     _C.MODEL.ROI_BOX_HEAD.FOCAL_GAMMA = 2.0
 
     # ---------------------------------------------------------------- mmdet-style cascade and HTC (cardd_d2.modeling.roi_heads)
-    _C.MODEL.CARDD_CASCADE = CN()
-    _C.MODEL.CARDD_CASCADE.STAGE_LOSS_WEIGHTS = (1.0, 0.5, 0.25)
+    # mmdet's per-stage weights of the cascade's box (and mask) losses; one per entry of ROI_BOX_CASCADE_HEAD.IOUS.
+    _C.MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS = (1.0, 0.5, 0.25)
     _C.MODEL.HTC = CN()
     _C.MODEL.HTC.INTERLEAVED = True
     _C.MODEL.HTC.MASK_INFO_FLOW = True
@@ -74,29 +80,26 @@ def add_cardd_config(cfg):
     _C.MODEL.HTC.SEMANTIC_POOLER_RESOLUTION = 14
 
     # ---------------------------------------------------------------- evaluation (cardd_d2.evaluation)
-    _C.TEST.CARDD_EVAL = CN()
+    _C.TEST.EVALUATOR = CN()
     # Also report COCO's 32^2/96^2 size APs (under the "coco_" prefix) next to CarDD's 128^2/256^2 ones.
-    _C.TEST.CARDD_EVAL.REPORT_COCO_SIZES = True
+    _C.TEST.EVALUATOR.REPORT_COCO_SIZES = True
     # Size buckets of APs/APm/APl: "cardd" (128^2 / 256^2, paper Sec. III-C) or "coco" (32^2 / 96^2).
-    _C.TEST.CARDD_EVAL.AREA_RANGES = "cardd"
+    _C.TEST.EVALUATOR.AREA_RANGES = "cardd"
     # detectron2's compiled COCOeval_opt when importable; the default (False) is pycocotools' COCOeval.
-    _C.TEST.CARDD_EVAL.USE_FAST_IMPL = False
+    _C.TEST.EVALUATOR.USE_FAST_IMPL = False
     # Row label of this run in results.md ("" -> "ours").
-    _C.TEST.CARDD_EVAL.METHOD_NAME = ""
+    _C.TEST.EVALUATOR.METHOD_NAME = ""
     # COCOeval's detections per image for AP (COCO and mmdet: 100), independent of TEST.DETECTIONS_PER_IMAGE.
-    _C.TEST.CARDD_EVAL.MAX_DETS_PER_IMAGE = 100
+    _C.TEST.EVALUATOR.MAX_DETS_PER_IMAGE = 100
 
     # ---------------------------------------------------------------- damaged/undamaged gate (cardd_d2.assessment)
-    _C.CARDD = CN()
-    _C.CARDD.CLASSIFIER = CN()
+    _C.MODEL.DAMAGE_GATE = CN()
     # Checkpoint written by tools/train_classifier.py (VGG16, 2-way head); "" = no gate.
-    _C.CARDD.CLASSIFIER.WEIGHTS = ""
+    _C.MODEL.DAMAGE_GATE.WEIGHTS = ""
     # Paper Section V-G: an image is discarded (not sent to the detector) when P(undamaged) > this.
-    _C.CARDD.CLASSIFIER.DISCARD_THRESHOLD = 0.9
+    _C.MODEL.DAMAGE_GATE.DISCARD_THRESHOLD = 0.9
     # Square classifier input side, used only for checkpoints that do not record the size they were trained at.
-    _C.CARDD.CLASSIFIER.INPUT_SIZE = 224
-
-    _C._CARDD_CONFIG_ADDED = True
+    _C.MODEL.DAMAGE_GATE.INPUT_SIZE = 224
     return cfg
 
 

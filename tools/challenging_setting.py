@@ -19,8 +19,8 @@ def get_parser():
     p = argparse.ArgumentParser(description="CarDD more challenging setting (Table VI)")
     p.add_argument("--config-file", required=True)
     p.add_argument("--weights", default=None, help="detector weights (overrides MODEL.WEIGHTS)")
-    p.add_argument("--classifier-weights", default=None, help="classifier checkpoint (CARDD.CLASSIFIER.WEIGHTS)")
-    p.add_argument("--discard-threshold", type=float, default=None, help="default CARDD.CLASSIFIER.DISCARD_THRESHOLD")
+    p.add_argument("--classifier-weights", default=None, help="classifier checkpoint (MODEL.DAMAGE_GATE.WEIGHTS)")
+    p.add_argument("--discard-threshold", type=float, default=None, help="default MODEL.DAMAGE_GATE.DISCARD_THRESHOLD")
     p.add_argument("--test-json", required=True)
     p.add_argument("--image-root", required=True)
     p.add_argument("--undamaged-dir", required=True)
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
                     classifier_weights=args.classifier_weights, discard_threshold=args.discard_threshold)
     gate = DamageGate.from_config(cfg)
     if gate is None:
-        print("warning: no classifier weights (--classifier-weights / CARDD.CLASSIFIER.WEIGHTS): running without "
+        print("warning: no classifier weights (--classifier-weights / MODEL.DAMAGE_GATE.WEIGHTS): running without "
               "the gate", file=sys.stderr)
     os.makedirs(args.output, exist_ok=True)
     ext = build_extended_test_set(args.test_json, args.image_root, args.undamaged_dir,

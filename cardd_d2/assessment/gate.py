@@ -1,7 +1,7 @@
 """The damaged / undamaged gate: a binary classifier that discards images before detection.
 
 Paper (Section V-G): an image is discarded when the classifier's P(undamaged) exceeds 0.9
-(``CARDD.CLASSIFIER.DISCARD_THRESHOLD``); the remaining images go to the detector.
+(``MODEL.DAMAGE_GATE.DISCARD_THRESHOLD``); the remaining images go to the detector.
 """
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ class DamageGate:
 
     @classmethod
     def from_config(cls, cfg, device: str | None = None) -> "DamageGate | None":
-        """Gate from ``cfg.CARDD.CLASSIFIER`` (None when WEIGHTS is empty)."""
-        c = cfg.CARDD.CLASSIFIER
+        """Gate from ``cfg.MODEL.DAMAGE_GATE`` (None when WEIGHTS is empty)."""
+        c = cfg.MODEL.DAMAGE_GATE
         if not c.WEIGHTS:
             return None
         dev = device or ("cuda" if str(cfg.MODEL.DEVICE).startswith("cuda") and torch.cuda.is_available() else "cpu")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -17,39 +16,26 @@ __all__ = ["setup_cfg", "build_predictor", "get_metadata", "draw_instances", "em
 def setup_cfg(config_file: str, weights: Optional[str] = None, opts: Sequence[str] = (), device: Optional[str] = None,
               confidence_threshold: Optional[float] = None, classifier_weights: Optional[str] = None,
               discard_threshold: Optional[float] = None):
-    """A frozen detectron2 config with cardd's keys: file, then ``opts``, then the explicit arguments.
+    """:func:`cardd_d2.engine.setup_cfg` with the inference tools' flags applied after ``opts`` (frozen).
 
-    When CUDA is not available and the config asks for it, ``MODEL.DEVICE`` falls back to "cpu".
     ``confidence_threshold`` sets the test score thresholds of ROI heads, RetinaNet and panoptic FPN.
     """
-    import torch
+    from cardd_d2.engine.setup import setup_cfg as setup_engine_cfg
 
-    from cardd_d2.config import get_cardd_cfg
-
-    cfg = get_cardd_cfg()
-    if config_file:
-        if not os.path.isfile(config_file):
-            raise FileNotFoundError(f"config file not found: {config_file}")
-        cfg.merge_from_file(config_file)
-    if opts:
-        cfg.merge_from_list(list(opts))
+    settings = {}
     if weights is not None:
-        cfg.MODEL.WEIGHTS = weights
+        settings["MODEL.WEIGHTS"] = weights
     if device is not None:
-        cfg.MODEL.DEVICE = device
-    if str(cfg.MODEL.DEVICE).startswith("cuda") and not torch.cuda.is_available():
-        logger.info("CUDA is not available: running on CPU")
-        cfg.MODEL.DEVICE = "cpu"
+        settings["MODEL.DEVICE"] = device
     if confidence_threshold is not None:
-        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = confidence_threshold
-        cfg.MODEL.RETINANET.SCORE_THRESH_TEST = confidence_threshold
-        cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = confidence_threshold
+        for key in ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "MODEL.RETINANET.SCORE_THRESH_TEST",
+                    "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH"):
+            settings[key] = float(confidence_threshold)
     if classifier_weights is not None:
-        cfg.CARDD.CLASSIFIER.WEIGHTS = classifier_weights
+        settings["MODEL.DAMAGE_GATE.WEIGHTS"] = classifier_weights
     if discard_threshold is not None:
-        cfg.CARDD.CLASSIFIER.DISCARD_THRESHOLD = discard_threshold
-    cfg.freeze()
-    return cfg
+        settings["MODEL.DAMAGE_GATE.DISCARD_THRESHOLD"] = float(discard_threshold)
+    return setup_engine_cfg(config_file, opts, settings=settings)
 
 
 def build_predictor(cfg):

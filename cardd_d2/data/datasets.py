@@ -171,7 +171,7 @@ class ValidationReport:
         msg = (
             f"invalid dataset {self.json_file}\n{self.format()}\n"
             "Fix the files, or drop the invalid entries with skip_invalid=True "
-            "(config: DATASETS.CARDD.SKIP_INVALID True)."
+            "(config: DATASETS.SKIP_INVALID True)."
         )
         return CarDDDataError(msg, self.json_file, self.problems)
 
@@ -610,6 +610,6 @@ def _load_cardd_split(json_file, image_root, name, skip_invalid, check_images):
 
 
 def register_cardd_from_cfg(cfg, root: Optional[str] = None) -> List[str]:
-    """:func:`register_cardd` with ``DATASETS.CARDD.SKIP_INVALID`` / ``CHECK_IMAGES`` (and ``ROOT`` when set)."""
-    c = cfg.DATASETS.CARDD
-    return register_cardd(root or c.get("ROOT", "") or None, skip_invalid=c.SKIP_INVALID, check_images=c.CHECK_IMAGES)
+    """:func:`register_cardd` with ``DATASETS.SKIP_INVALID`` / ``CHECK_IMAGES`` (and ``ROOT`` when set)."""
+    c = cfg.DATASETS
+    return register_cardd(root or c.ROOT or None, skip_invalid=c.SKIP_INVALID, check_images=c.CHECK_IMAGES)

@@ -193,8 +193,8 @@ class CarDDEvaluator(COCOEvaluator):
 
 
 def build_cardd_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True):
-    """A CarDDEvaluator configured from ``cfg.TEST.CARDD_EVAL`` (tasks from MODEL.MASK_ON)."""
-    ev = cfg.TEST.CARDD_EVAL
+    """A CarDDEvaluator configured from ``cfg.TEST.EVALUATOR`` (tasks from MODEL.MASK_ON)."""
+    ev = cfg.TEST.EVALUATOR
     tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
     area = ev.AREA_RANGES
     if not isinstance(area, str):

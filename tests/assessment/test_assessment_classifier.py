@@ -128,12 +128,12 @@ def test_gate_from_config(tmp_path):
     from cardd_d2 import get_cardd_cfg
 
     cfg = get_cardd_cfg()
-    assert cfg.CARDD.CLASSIFIER.DISCARD_THRESHOLD == 0.9
+    assert cfg.MODEL.DAMAGE_GATE.DISCARD_THRESHOLD == 0.9
     assert DamageGate.from_config(cfg) is None
     model = C.build_classifier("tiny")
     path = C.save_checkpoint(str(tmp_path / "c.pth"), model, "tiny", 32, 0)
-    cfg.CARDD.CLASSIFIER.WEIGHTS = path
-    cfg.CARDD.CLASSIFIER.DISCARD_THRESHOLD = 0.7
+    cfg.MODEL.DAMAGE_GATE.WEIGHTS = path
+    cfg.MODEL.DAMAGE_GATE.DISCARD_THRESHOLD = 0.7
     g = DamageGate.from_config(cfg)
     assert g.discard_threshold == 0.7 and g.input_size == 32
     with pytest.raises(ValueError, match="not a cardd classifier checkpoint"):

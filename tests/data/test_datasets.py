@@ -125,8 +125,8 @@ def test_register_cardd_from_cfg(small_data, keep_cardd_registration):
     from cardd_d2.config import get_cardd_cfg
 
     cfg = get_cardd_cfg()
-    cfg.DATASETS.CARDD.ROOT = small_data["root"]
-    cfg.DATASETS.CARDD.CHECK_IMAGES = False
+    cfg.DATASETS.ROOT = small_data["root"]
+    cfg.DATASETS.CHECK_IMAGES = False
     register_cardd_from_cfg(cfg)
     assert MetadataCatalog.get("cardd_train").image_root == small_data["image_dirs"]["train"]
     assert ds_mod._REGISTRATIONS["cardd_train"][-1] is False  # check_images from the config

@@ -175,8 +175,8 @@ def test_build_from_config(register, synth_gt, tmp_path):
     name = register(synth_gt)
     cfg = get_cardd_cfg()
     cfg.MODEL.MASK_ON = False
-    cfg.TEST.CARDD_EVAL.REPORT_COCO_SIZES = False
-    cfg.TEST.CARDD_EVAL.METHOD_NAME = "tiny"
+    cfg.TEST.EVALUATOR.REPORT_COCO_SIZES = False
+    cfg.TEST.EVALUATOR.METHOD_NAME = "tiny"
     ev = build_cardd_evaluator(cfg, name, output_dir=str(tmp_path / "cfg"), distributed=False)
     res = run(ev, synth_gt, to_model_outputs(synth_gt, [], name, with_masks=False))
     assert set(res) == {"bbox"} and "coco_APs" not in res["bbox"]

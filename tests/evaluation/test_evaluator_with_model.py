@@ -14,7 +14,7 @@ def test_trainer_test_writes_results(synthetic_cardd, tiny_cfg):
     register_coco_damage(name, synthetic_cardd["json"]["test"], synthetic_cardd["image_dirs"]["test"])
     try:
         cfg = tiny_cfg("CarDD/mask_rcnn_R_50_FPN.yaml", "DATASETS.TEST", f"('{name}',)",
-                       "TEST.CARDD_EVAL.METHOD_NAME", "tiny-mrcnn", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
+                       "TEST.EVALUATOR.METHOD_NAME", "tiny-mrcnn", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
         model = CarDDTrainer.build_model(cfg)
         results = CarDDTrainer.test(cfg, model)
         for task in ("bbox", "segm"):

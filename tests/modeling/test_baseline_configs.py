@@ -61,7 +61,7 @@ def test_released_values(name):
 @pytest.mark.parametrize("name", CASCADES)
 def test_mmdet_cascade_values(name):
     cfg = _load(name)
-    assert tuple(cfg.MODEL.CARDD_CASCADE.STAGE_LOSS_WEIGHTS) == (1.0, 0.5, 0.25)
+    assert tuple(cfg.MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS) == (1.0, 0.5, 0.25)
     stds = [tuple(1.0 / w for w in ws) for ws in cfg.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS]
     expected = [(0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067)]
     for got, exp in zip(stds, expected):

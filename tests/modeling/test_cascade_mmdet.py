@@ -140,7 +140,7 @@ def test_structure_follows_mmdet_cascade():
 
 def test_stage_loss_weights_length_is_checked():
     with pytest.raises(ValueError, match="STAGE_LOSS_WEIGHTS"):
-        build_heads(make_cfg(CASCADE, "MODEL.CARDD_CASCADE.STAGE_LOSS_WEIGHTS", "(1.0, 0.5)"))
+        build_heads(make_cfg(CASCADE, "MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS", "(1.0, 0.5)"))
 
 
 # --------------------------------------------------------------------------------------------------- training
@@ -167,7 +167,7 @@ def test_each_mask_head_is_trained_by_its_own_stage_only():
 
 def test_stage_loss_weights_scale_box_and_mask_losses():
     a = build_heads(make_cfg())
-    b = build_heads(make_cfg(CASCADE, "MODEL.CARDD_CASCADE.STAGE_LOSS_WEIGHTS", "(1.0, 1.0, 1.0)"))
+    b = build_heads(make_cfg(CASCADE, "MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS", "(1.0, 1.0, 1.0)"))
     b.load_state_dict(a.state_dict())
     la, lb = train_losses(a), train_losses(b)
     assert set(la) == set(lb)

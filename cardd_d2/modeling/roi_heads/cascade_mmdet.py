@@ -72,7 +72,7 @@ class MMDetCascadeROIHeads(CascadeROIHeads):
     def __init__(self, *, stage_loss_weights: Sequence[float], **kwargs):
         super().__init__(**kwargs)
         self.stage_loss_weights = _check_stage_loss_weights(
-            stage_loss_weights, self.num_cascade_stages, "MODEL.CARDD_CASCADE.STAGE_LOSS_WEIGHTS"
+            stage_loss_weights, self.num_cascade_stages, "MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS"
         )
         if self.mask_on and len(self.mask_head) != self.num_cascade_stages:
             raise ValueError(f"{type(self).__name__}: need one mask head per cascade stage")
@@ -93,7 +93,7 @@ class MMDetCascadeROIHeads(CascadeROIHeads):
 
     @classmethod
     def _stage_loss_weights_from_config(cls, cfg):
-        return tuple(cfg.MODEL.CARDD_CASCADE.STAGE_LOSS_WEIGHTS)
+        return tuple(cfg.MODEL.ROI_BOX_CASCADE_HEAD.STAGE_LOSS_WEIGHTS)
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
