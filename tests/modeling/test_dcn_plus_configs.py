@@ -1,4 +1,4 @@
-"""DCN / DCN+ / Table II configs: released values, the DCN+ preset, and every config builds a model."""
+"""DCN / DCN+ / Table II configs: released values (the YAML is the recipe), and every config builds a model."""
 import os
 
 import pytest
@@ -6,8 +6,7 @@ import torch
 from detectron2.modeling import build_model
 
 from cardd_d2.engine import setup_cfg
-from cardd_d2.modeling.dcn_plus import DCN_PLUS_SETTINGS, apply_dcn_plus_preset, epoch_schedule
-from cardd_d2.modeling.roi_heads import CarDDStandardROIHeads, DCNPlusROIHeads, FocalFastRCNNOutputLayers
+from cardd_d2.modeling.roi_heads import CarDDStandardROIHeads, FocalFastRCNNOutputLayers
 
 DCN_CONFIGS = ["CarDD/dcn_R_50_FPN.yaml", "CarDD/dcn_R_101_FPN.yaml"]
 DCN_PLUS_CONFIGS = ["CarDD/dcn_plus_R_50_FPN.yaml", "CarDD/dcn_plus_R_101_FPN.yaml"]
@@ -15,7 +14,7 @@ ABLATION = {  # config -> (ROI heads, classifier loss, range resize)
     "CarDD/ablation/dcn_R_101_baseline.yaml": ("CarDDStandardROIHeads", "ce", False),
     "CarDD/ablation/dcn_R_101_multiscale.yaml": ("CarDDStandardROIHeads", "ce", True),
     "CarDD/ablation/dcn_R_101_focal.yaml": ("CarDDStandardROIHeads", "focal", False),
-    "CarDD/ablation/dcn_R_101_multiscale_focal.yaml": ("DCNPlusROIHeads", "focal", True),
+    "CarDD/ablation/dcn_R_101_multiscale_focal.yaml": ("CarDDStandardROIHeads", "focal", True),
 }
 ALL = DCN_CONFIGS + DCN_PLUS_CONFIGS + list(ABLATION)
 
@@ -27,10 +26,14 @@ def _load(name):
     return setup_cfg(os.path.join(CONFIGS, name), freeze=False)
 
 
-def test_epoch_schedules():
-    assert epoch_schedule(2) == (33792, (22528, 30976))
-    assert epoch_schedule(4) == (16896, (11264, 15488))
-    assert epoch_schedule(8) == (8448, (5632, 7744))
+def test_schedules_are_24_released_epochs():
+    # mmdet drops no image: an epoch of the 2,816 training images is ceil(2816 / batch) iterations
+    for name in ["CarDD/mask_rcnn_R_50_FPN.yaml", *DCN_CONFIGS, *DCN_PLUS_CONFIGS]:
+        s = _load(name).SOLVER
+        epoch = -(-2816 // s.IMS_PER_BATCH)
+        assert (s.MAX_ITER, tuple(s.STEPS)) == (24 * epoch, (16 * epoch, 22 * epoch)), name
+    assert _load("CarDD/mask_rcnn_R_50_FPN.yaml").SOLVER.MAX_ITER == 8448
+    assert _load(DCN_CONFIGS[0]).SOLVER.MAX_ITER == 33792
 
 
 @pytest.mark.parametrize("name", DCN_CONFIGS)
@@ -51,11 +54,49 @@ def test_dcn_released_values(name):
     assert (s.MOMENTUM, s.WEIGHT_DECAY, s.GAMMA) == (0.9, 1e-4, 0.1)
 
 
+# The released DCN+ (DCN_plus_cfg.py) spelled out; the YAML is the only place the recipe is written in the package.
+RELEASED_DCN_PLUS = {
+    "MODEL.BACKBONE.NAME": "build_cardd_resnet_fpn_backbone",
+    "MODEL.BACKBONE.FREEZE_AT": 2,
+    "MODEL.RESNETS.DEFORM_ON_PER_STAGE": [True, True, True, True],
+    "MODEL.RESNETS.DEFORM_MODULATED": False,
+    "MODEL.RESNETS.DEFORM_NUM_GROUPS": 1,
+    "MODEL.ROI_HEADS.NAME": "CarDDStandardROIHeads",
+    "MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE": "focal",
+    "MODEL.ROI_BOX_HEAD.FOCAL_VARIANT": "mmdet_sigmoid",
+    "MODEL.ROI_BOX_HEAD.FOCAL_ALPHA": 0.5,
+    "MODEL.ROI_BOX_HEAD.FOCAL_GAMMA": 2.0,
+    "INPUT.RANGE_RESIZE.ENABLED": True,
+    "INPUT.RANGE_RESIZE.WIDTH": 1333,
+    "INPUT.RANGE_RESIZE.HEIGHT_RANGE": (640, 1200),
+    "INPUT.RANGE_RESIZE.KEEP_RATIO": False,
+    "INPUT.RANDOM_FLIP": "horizontal",
+    "INPUT.MIN_SIZE_TEST": 800,
+    "INPUT.MAX_SIZE_TEST": 1333,
+    "SOLVER.IMS_PER_BATCH": 4,
+    "SOLVER.BASE_LR": 0.005,
+    "SOLVER.MAX_ITER": 16896,
+    "SOLVER.STEPS": (11264, 15488),
+    "SOLVER.CHECKPOINT_PERIOD": 704,
+    "SOLVER.MOMENTUM": 0.9,
+    "SOLVER.WEIGHT_DECAY": 1e-4,
+    "SOLVER.GAMMA": 0.1,
+    "SOLVER.WARMUP_METHOD": "linear",
+    "SOLVER.WARMUP_ITERS": 500,
+    "SOLVER.WARMUP_FACTOR": 0.001,
+}
+
+
+def _get(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
 def _assert_dcn_plus(cfg):
-    for key, value in DCN_PLUS_SETTINGS:
-        node = cfg
-        for part in key.split("."):
-            node = getattr(node, part)
+    for key, value in RELEASED_DCN_PLUS.items():
+        node = _get(cfg, key)
         if isinstance(value, (list, tuple)):
             assert list(node) == list(value), key
         else:
@@ -78,24 +119,35 @@ def test_dcn_plus_released_values(name):
     assert cfg.MODEL.RESNETS.DEPTH == (101 if "R_101" in name else 50)
 
 
-def test_preset_turns_mask_rcnn_into_the_dcn_plus_config():
-    for depth in ("50", "101"):
-        preset = apply_dcn_plus_preset(_load(f"CarDD/mask_rcnn_R_{depth}_FPN.yaml"))
-        _assert_dcn_plus(preset)
-        yaml = _load(f"CarDD/dcn_plus_R_{depth}_FPN.yaml")
-        for cfg in (preset, yaml):  # differ only in starting weights and output folder
-            cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR = "", ""
-        assert preset.dump() == yaml.dump()
+def _flat(cfg, prefix=""):
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
-def test_preset_requires_cardd_keys_and_keeps_frozen_state():
-    from detectron2.config import get_cfg
+def test_table_ii_rows_differ_exactly_in_their_ingredient():
+    rows = {row: _flat(_load(f"CarDD/ablation/dcn_R_101_{row}.yaml"))
+            for row in ("baseline", "multiscale", "focal", "multiscale_focal")}
 
-    with pytest.raises(ValueError, match="add_cardd_config"):
-        apply_dcn_plus_preset(get_cfg())
-    cfg = _load("CarDD/mask_rcnn_R_50_FPN.yaml")
-    cfg.freeze()
-    assert apply_dcn_plus_preset(cfg).is_frozen()
+    def diff(a, b):
+        return {k for k in rows[a] if rows[a][k] != rows[b][k] and k != "OUTPUT_DIR"}
+
+    assert diff("baseline", "multiscale") == {"INPUT.RANGE_RESIZE.ENABLED"}
+    assert diff("baseline", "focal") == {"MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE"}
+    assert diff("focal", "multiscale_focal") == {"INPUT.RANGE_RESIZE.ENABLED"}
+    assert diff("multiscale", "multiscale_focal") == {"MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE"}
+    _assert_dcn_plus(_load("CarDD/ablation/dcn_R_101_multiscale_focal.yaml"))
+
+
+@pytest.mark.parametrize("loss", ["ce", "focal"])
+def test_dcn_plus_head_loss_follows_cls_loss_type(loss, tiny_cfg):
+    cfg = tiny_cfg("CarDD/dcn_plus_R_50_FPN.yaml", "MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE", loss,
+                   "MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "16", "MODEL.ROI_MASK_HEAD.CONV_DIM", "8")
+    assert build_model(cfg).roi_heads.box_predictor.cls_loss_type == loss
 
 
 @pytest.mark.parametrize("name", list(ABLATION))
@@ -132,9 +184,8 @@ def test_every_config_builds(name, tiny_cfg):
     if "plus" in name or "ablation" in name:
         assert isinstance(heads, CarDDStandardROIHeads)
         assert isinstance(heads.box_predictor, FocalFastRCNNOutputLayers)
-        expected_loss = "focal" if isinstance(heads, DCNPlusROIHeads) else cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE
-        assert heads.box_predictor.cls_loss_type == expected_loss
-        assert isinstance(heads, DCNPlusROIHeads) is (cfg.MODEL.ROI_HEADS.NAME == "DCNPlusROIHeads")
+        assert type(heads) is CarDDStandardROIHeads
+        assert heads.box_predictor.cls_loss_type == cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE
     else:
         assert type(heads).__name__ == "StandardROIHeads"
     deform = _deform_blocks(model)

@@ -85,7 +85,7 @@ def test_table_ii_end_to_end_on_synthetic_data(runner, synthetic_cardd, tmp_path
         "baseline": ("CarDDStandardROIHeads", "ce", False),
         "multiscale": ("CarDDStandardROIHeads", "ce", True),
         "focal": ("CarDDStandardROIHeads", "focal", False),
-        "multiscale_focal": ("DCNPlusROIHeads", "focal", True),
+        "multiscale_focal": ("CarDDStandardROIHeads", "focal", True),
     }
     for name, (heads, loss, ms) in expected.items():
         run_dir = out / "table_II" / name

@@ -34,6 +34,6 @@ def test_quickstart_generates_trains_evaluates_and_summarises(tmp_path, monkeypa
     assert grid.shape[0] > 3 * 192 and grid.shape[1] > 2 * 256
     assert cv2.imread(saved["loss_curve_png"]) is not None
     cfg_text = open(out / "config.yaml").read()
-    assert "DCNPlusROIHeads" in cfg_text
+    assert 'NAME: CarDDStandardROIHeads' in cfg_text and "CLS_LOSS_TYPE: focal" in cfg_text
     # --iters scales the config's LR steps (260, 320 of 350) to the shorter run
     assert "- 3\n" in cfg_text
