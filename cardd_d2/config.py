@@ -92,6 +92,11 @@ def add_cardd_config(cfg):
     # COCOeval's detections per image for AP (COCO and mmdet: 100), independent of TEST.DETECTIONS_PER_IMAGE.
     _C.TEST.EVALUATOR.MAX_DETS_PER_IMAGE = 100
 
+    # ---------------------------------------------------------------- class names (cardd_d2.checkpoint.class_names)
+    # Names of the model's classes in contiguous id order; [] = the names stored in the checkpoint (key
+    # "thing_classes"), else those of the config's dataset (with a warning). Inference labels predictions with them.
+    _C.MODEL.CLASS_NAMES = []
+
     # ---------------------------------------------------------------- damaged/undamaged gate (cardd_d2.assessment)
     _C.MODEL.DAMAGE_GATE = CN()
     # Checkpoint written by tools/train_classifier.py (VGG16, 2-way head); "" = no gate.
