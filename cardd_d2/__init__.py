@@ -10,6 +10,7 @@ import warnings
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 from .config import add_cardd_config, get_cardd_cfg  # noqa: F401,E402
+from . import checkpoint  # noqa: F401,E402  (registers the mmdet:// path handler)
 from . import data  # noqa: F401,E402  (registers dataset helpers)
 from . import modeling  # noqa: F401,E402  (registers models)
 

@@ -1,4 +1,5 @@
-"""Checkpoint conversion: mmdetection 2.x -> detectron2 (see mmdet_convert)."""
+"""Checkpoint conversion mmdetection 2.x -> detectron2 (mmdet_convert) and the ``mmdet://`` starting checkpoints
+(model_zoo; importing this package registers its path handler)."""
 from .mmdet_convert import (  # noqa: F401
     HEAD_RULE_SETS,
     ConversionResult,
@@ -12,4 +13,10 @@ from .mmdet_convert import (  # noqa: F401
     convert_mmdet_state_dict,
     load_mmdet_state_dict,
     register_head_rules,
+)
+from .model_zoo import (  # noqa: F401
+    MmdetZooError,
+    mmdet_cache_dir,
+    mmdet_checkpoint_url,
+    resolve_mmdet_checkpoint,
 )
