@@ -4,7 +4,7 @@ Does not import detectron2."""
 from .models import build_sod_model, list_sod_models
 from .losses import build_sod_loss
 # SOD pipeline (data, metrics, training, class-wise experiments, instance-vs-SOD comparison)
-from .config import SODConfig, load_sod_config  # noqa: E402,F401
+from .config import get_sod_cfg, setup_sod_cfg  # noqa: E402,F401
 from .data import CarDDSODDataset, coco_root_to_sod, coco_to_sod, coco_to_sod_classwise, read_sod_split  # noqa: E402,F401
 from .metrics import evaluate_saliency, format_markdown_table  # noqa: E402,F401
 from .engine import SODTrainer, predict_saliency_maps  # noqa: E402,F401

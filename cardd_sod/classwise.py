@@ -11,7 +11,7 @@ import json
 import os
 from typing import Mapping, Optional, Sequence
 
-from .config import load_sod_config
+from .config import setup_sod_cfg
 from .data.coco import coco_to_sod_classwise
 from .metrics import format_markdown_table
 
@@ -55,7 +55,7 @@ def run_classwise(model: str, sources: Mapping[str, tuple], work_dir: str, confi
         if n_tr == 0 or n_te == 0:
             skipped[info["category"]] = f"no images with this class (train {n_tr}, test {n_te})"
             continue
-        cfg = load_sod_config(config_file, list(overrides) + [
+        cfg = setup_sod_cfg(config_file, list(overrides) + [
             "MODEL.NAME", model, "DATA.ROOT", info["root"], "DATA.TRAIN_SPLIT", train_split,
             "DATA.TEST_SPLIT", test_split, "OUTPUT_DIR", os.path.join(work_dir, "runs", slug)])
         out = SODTrainer(cfg, progress=progress).train(evaluate=True)

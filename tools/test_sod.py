@@ -31,10 +31,10 @@ def main(argv=None):
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for --config")
     args = ap.parse_args(argv)
     if args.config:
-        from cardd_sod.config import load_sod_config
+        from cardd_sod.config import setup_sod_cfg
         from cardd_sod.engine import SODTrainer
         opts = list(args.opts) + (["MODEL.WEIGHTS", args.weights] if args.weights else [])
-        cfg = load_sod_config(args.config, opts)
+        cfg = setup_sod_cfg(args.config, opts)
         if args.out:
             cfg.OUTPUT_DIR = args.out
         res = SODTrainer(cfg, progress=False).evaluate(split=args.split or None)

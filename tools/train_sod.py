@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cardd_sod.config import load_sod_config  # noqa: E402
+from cardd_sod.config import setup_sod_cfg  # noqa: E402
 from cardd_sod.engine import SODTrainer  # noqa: E402
 
 
@@ -25,7 +25,7 @@ def main(argv=None):
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    cfg = load_sod_config(args.config, args.opts)
+    cfg = setup_sod_cfg(args.config, args.opts)
     trainer = SODTrainer(cfg, progress=not args.no_progress)
     if args.eval_only:
         if args.resume:

@@ -16,7 +16,6 @@ CUDA only).  Losses are always computed from the model outputs cast to fp32.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import random
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
-from ..config import SODConfig, load_sod_config
+from ..config import CfgNode
 from ..data import CarDDSODDataset, get_preprocess, sod_collate
 from ..data.layout import sod_split_dirs
 from ..metrics import evaluate_saliency, write_results
@@ -68,7 +67,7 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def build_preprocess(cfg: SODConfig):
+def build_preprocess(cfg: CfgNode):
     name = cfg.INPUT.PRESET or ("csnet" if cfg.MODEL.NAME == "tiny" else cfg.MODEL.NAME)
     kw = {}
     if cfg.INPUT.SIZE is not None:
@@ -139,7 +138,7 @@ def predict_saliency_maps(model, dataset: CarDDSODDataset, out_dir: str, device:
     return names
 
 
-def build_loss_for(cfg: SODConfig, model: torch.nn.Module) -> Callable:
+def build_loss_for(cfg: CfgNode, model: torch.nn.Module) -> Callable:
     """``cardd_sod.losses.build_sod_loss`` for MODEL.NAME: PoolNet / SGL-KRN get ``iter_size=SOLVER.ITER_SIZE``
     (their losses divide by iter_size x batch, as the reference), CSNet gets the model (dynamic weight decay)."""
     from ..losses import build_sod_loss
@@ -153,12 +152,12 @@ def build_loss_for(cfg: SODConfig, model: torch.nn.Module) -> Callable:
 
 
 class SODTrainer:
-    """Train / evaluate one SOD model from an :class:`SODConfig`.
+    """Train / evaluate one SOD model from a SOD config (:func:`cardd_sod.config.setup_sod_cfg`).
 
     ``model`` / ``loss_fn`` may be injected (tests); otherwise they come from ``cardd_sod.build_sod_model`` /
     ``cardd_sod.build_sod_loss`` with ``MODEL.NAME``.  ``loss_fn(outputs, target, edge=None) -> (loss, terms)``."""
 
-    def __init__(self, cfg: SODConfig, model: Optional[torch.nn.Module] = None,
+    def __init__(self, cfg: CfgNode, model: Optional[torch.nn.Module] = None,
                  loss_fn: Optional[Callable] = None, progress: bool = True):
         self.cfg = cfg
         self.device = resolve_device(cfg.MODEL.DEVICE)
@@ -237,7 +236,7 @@ class SODTrainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "iter": self.iter, "batches": self.batches, "pending_grads": pending,
-            "rng": rng, "cfg": self.cfg.to_dict(),
+            "rng": rng, "cfg": self.cfg.dump(),
         }
 
     def save_checkpoint(self, name: Optional[str] = None) -> str:
@@ -416,13 +415,3 @@ class SODTrainer:
                       row=self.cfg.MODEL.NAME)
         self.model.train()
         return metrics
-
-
-def train_from_config(config_file: str, overrides=(), resume: bool = False, **kw) -> dict:
-    cfg = load_sod_config(config_file, overrides)
-    return SODTrainer(cfg, **kw).train(resume=resume)
-
-
-def dump_json(obj, path: str) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)

@@ -7,7 +7,6 @@ import cv2
 import numpy as np
 import pytest
 
-from cardd_sod.config import load_sod_config, merge_overrides
 from cardd_sod.data import (CarDDSODDataset, coco_root_to_sod, coco_to_sod, coco_to_sod_classwise, get_preprocess,
                             load_mask, mask_to_edge, read_sod_split)
 from cardd_sod.data.layout import sod_split_dirs as split_dirs
@@ -149,23 +148,7 @@ def test_classwise_masks_activate_one_class(syn, tmp_path):
         coco_to_sod(jp, dp, str(tmp_path / "x"), "TR", category="rust")
 
 
-def test_config_base_overrides_and_unknown_keys(tmp_path):
-    base = tmp_path / "base.yaml"
-    base.write_text("SOLVER:\n  BASE_LR: 0.5\n  LR_STEPS: [3]\nMODEL:\n  NAME: u2netp\n")
-    child = tmp_path / "child.yaml"
-    child.write_text("_BASE_: base.yaml\nSOLVER:\n  EPOCHS: 7\n")
-    cfg = load_sod_config(str(child), ["SOLVER.BASE_LR", "1e-3", "SOLVER.LR_STEPS=[1, 2]", "MODEL.KWARGS.width", "4"])
-    assert cfg.SOLVER.EPOCHS == 7 and cfg.SOLVER.BASE_LR == 1e-3 and cfg.SOLVER.LR_STEPS == [1, 2]
-    assert cfg.MODEL.NAME == "u2netp" and cfg.MODEL.KWARGS == {"width": 4} and cfg.SOLVER.BATCH_SIZE == 1
-    with pytest.raises(KeyError, match="SOLVER.LRR"):
-        merge_overrides(cfg, ["SOLVER.LRR", "1"])
-    (tmp_path / "bad.yaml").write_text("SOLVR:\n  EPOCHS: 1\n")
-    with pytest.raises(KeyError, match="SOLVR"):
-        load_sod_config(str(tmp_path / "bad.yaml"))
-    paper = {m: load_sod_config(f"configs/SOD/{m}.yaml").SOLVER for m in ("csnet", "poolnet", "u2net", "sgl_krn")}
-    assert paper["poolnet"].ITER_SIZE == 10 and paper["poolnet"].LR_STEPS == [15] and paper["poolnet"].EPOCHS == 24
-    assert paper["csnet"].BETAS == [0.9, 0.99] and paper["csnet"].LR_STEPS == [200, 250]
-    assert paper["u2net"].BATCH_SIZE == 12 and paper["u2net"].WEIGHT_DECAY == 0
+def test_presets_of_the_model_specs():
     assert get_preprocess("sgl_krn").edges and get_preprocess("u2net").crop == (288, 288)
 
 

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from cardd_sod.config import load_sod_config
+from cardd_sod.config import setup_sod_cfg
 from cardd_sod.engine import EpochShuffleSampler, SODTrainer
 
 
@@ -17,7 +17,7 @@ def sod_root(tmp_path_factory):
 
 
 def _cfg(root, out, *extra, config="configs/SOD/csnet.yaml"):
-    return load_sod_config(config, [
+    return setup_sod_cfg(config, [
         "MODEL.NAME", "tiny", "MODEL.DEVICE", "cpu", "DATA.ROOT", root, "DATA.NUM_WORKERS", "0",
         "INPUT.SIZE", "[32, 40]", "SOLVER.BATCH_SIZE", "2", "SOLVER.EPOCHS", "2", "SOLVER.BASE_LR", "0.01",
         "SOLVER.LR_STEPS", "[1]", "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.LOG_PERIOD", "1", "OUTPUT_DIR", str(out),
