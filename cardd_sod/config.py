@@ -11,6 +11,8 @@ from typing import Iterable, Optional
 
 from fvcore.common.config import CfgNode as _CfgNode
 
+from .models.backbone_weights import MSRA_R50
+
 __all__ = ["CfgNode", "get_sod_cfg", "setup_sod_cfg", "parse_named_paths"]
 
 
@@ -41,6 +43,10 @@ _C.MODEL = CfgNode()
 _C.MODEL.NAME = "csnet"          # a registered SOD model: csnet | poolnet | u2net | u2netp | sgl_krn
 _C.MODEL.KWARGS = CfgNode(new_allowed=True)  # keyword arguments of the model's constructor
 _C.MODEL.WEIGHTS = ""            # state_dict / trainer checkpoint to start from
+# ImageNet caffe ResNet-50 of PoolNet / SGL-KRN (the released training always loads one): the MSRA weights (URL,
+# downloaded once and cached) or a local .pkl / PoolNet resnet50_caffe.pth; "" = random init (warns).  Not read
+# when MODEL.WEIGHTS gives the whole model.
+_C.MODEL.BACKBONE_WEIGHTS = MSRA_R50
 _C.MODEL.DEVICE = "auto"         # auto | cpu | cuda | cuda:N
 
 # ---------------------------------------------------------------- data (cardd_sod.data)

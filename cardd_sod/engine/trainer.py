@@ -32,8 +32,8 @@ from ..data import CarDDSODDataset, get_preprocess, sod_collate
 from ..data.layout import sod_split_dirs
 from ..metrics import evaluate_saliency, write_results
 
-__all__ = ["SODTrainer", "EpochShuffleSampler", "build_preprocess", "build_loss_for", "predict_saliency_maps",
-           "resolve_device"]
+__all__ = ["SODTrainer", "EpochShuffleSampler", "build_preprocess", "build_loss_for", "model_kwargs",
+           "predict_saliency_maps", "resolve_device"]
 
 logger = logging.getLogger("cardd_sod.engine")
 
@@ -138,6 +138,25 @@ def predict_saliency_maps(model, dataset: CarDDSODDataset, out_dir: str, device:
     return names
 
 
+def model_kwargs(cfg: CfgNode) -> dict:
+    """Constructor arguments for MODEL.NAME: MODEL.KWARGS, plus ``backbone_weights=MODEL.BACKBONE_WEIGHTS`` for
+    models with an ImageNet backbone unless MODEL.WEIGHTS gives the whole model."""
+    from ..models import SOD_MODEL_SPECS
+    kw = dict(cfg.MODEL.KWARGS or {})
+    if not SOD_MODEL_SPECS.get(cfg.MODEL.NAME.lower(), {}).get("imagenet_backbone"):
+        return kw
+    if "backbone_weights" in kw:
+        raise ValueError("MODEL.KWARGS.backbone_weights: set MODEL.BACKBONE_WEIGHTS instead")
+    if cfg.MODEL.WEIGHTS:
+        return kw
+    if not cfg.MODEL.BACKBONE_WEIGHTS:
+        warnings.warn(f"MODEL.BACKBONE_WEIGHTS is empty: the {cfg.MODEL.NAME} backbone starts from random weights "
+                      "(the released training starts it from the ImageNet MSRA ResNet-50)")
+        return kw
+    kw["backbone_weights"] = cfg.MODEL.BACKBONE_WEIGHTS
+    return kw
+
+
 def build_loss_for(cfg: CfgNode, model: torch.nn.Module) -> Callable:
     """``cardd_sod.losses.build_sod_loss`` for MODEL.NAME: PoolNet / SGL-KRN get ``iter_size=SOLVER.ITER_SIZE``
     (their losses divide by iter_size x batch, as the reference), CSNet gets the model (dynamic weight decay)."""
@@ -169,7 +188,7 @@ class SODTrainer:
             loss_fn = loss_fn or tiny_sod_loss
         if model is None:
             from ..models import build_sod_model
-            model = build_sod_model(cfg.MODEL.NAME, **dict(cfg.MODEL.KWARGS or {}))
+            model = build_sod_model(cfg.MODEL.NAME, **model_kwargs(cfg))
         if loss_fn is None:
             loss_fn = build_loss_for(cfg, model)
         self.model = model.to(self.device)

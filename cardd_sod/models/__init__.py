@@ -26,6 +26,8 @@ the network input size; resizing back to the original image is the data pipeline
 * ``output``: kind (``"logits"`` or ``"sigmoid"``), count, names;
 * ``iter_size``: images whose gradients the reference accumulates before one optimizer step (trainer's job);
 * ``loss``: the name for :func:`cardd_sod.losses.build_sod_loss`.
+* ``imagenet_backbone`` (PoolNet, SGL-KRN): the constructor takes ``backbone_weights=`` (ImageNet caffe ResNet-50,
+  see :mod:`.backbone_weights`); the trainer passes the config's ``MODEL.BACKBONE_WEIGHTS``.
 """
 from __future__ import annotations
 

@@ -23,8 +23,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .layers import check_input, normal_conv_init_
-from .resnet_caffe import (MIN_INPUT_STRIDE16, CaffeResNet50, check_backbone_path, load_backbone_weights,
-                           stride16_size)
+from .backbone_weights import load_backbone_weights, resolve_backbone_weights
+from .resnet_caffe import MIN_INPUT_STRIDE16, CaffeResNet50, stride16_size
 
 __all__ = ["PoolNet", "SPEC", "CAFFE_BGR_MEAN"]
 
@@ -41,6 +41,7 @@ SPEC = {
     "train_augment": "random horizontal flip",
     "iter_size": 10,
     "loss": "poolnet",
+    "imagenet_backbone": True,  # built with backbone_weights= (config MODEL.BACKBONE_WEIGHTS)
 }
 
 LATERAL_IN = (64, 256, 512, 1024, 2048)
@@ -139,14 +140,13 @@ class PoolNet(nn.Module):
 
     def __init__(self, backbone_weights: Optional[str] = None):
         super().__init__()
-        check_backbone_path(backbone_weights)  # fail before the (slow) build
+        path = resolve_backbone_weights(backbone_weights) if backbone_weights else None  # before the slow build
         self.base = GuidedResNet()
         self.convert = ConvertLayer()
         self.deep_pool = nn.ModuleList([DeepPoolLayer(*a) for a in zip(FAM_IN, FAM_OUT, FAM_RESIZE, FAM_FUSE)])
         self.score = ScoreLayer(FAM_OUT[-1])
         normal_conv_init_(self)
-        if backbone_weights:
-            load_backbone_weights(self.base.resnet, backbone_weights)
+        self.backbone_report = load_backbone_weights(self.base.resnet, path) if path else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, "PoolNet", SPEC["min_input_size"], size_ok=lambda s: stride16_size(s) >= 8)

@@ -7,21 +7,21 @@
 * ``forward`` returns the five feature maps [stem(64, /2), layer1(256, /4), layer2(512, /8), layer3(1024, /16),
   layer4(2048, /16)].
 
-Module names match the reference (``conv1``, ``bn1``, ``layerN.M.convK``, ``layerN.M.downsample.0/1``) so a
-caffe ResNet-50 state dict (e.g. PoolNet's ``resnet50_caffe.pth``) loads with :func:`load_backbone_weights`.
+Module names match the reference (``conv1``, ``bn1``, ``layerN.M.convK``, ``layerN.M.downsample.0/1``); ImageNet
+weights (the MSRA ``R-50.pkl`` or PoolNet's ``resnet50_caffe.pth``) load with
+:func:`cardd_sod.models.backbone_weights.load_backbone_weights`.
 """
 from __future__ import annotations
 
 import math
-import os
-from typing import Dict, List
+from typing import List
 
 import torch
 from torch import nn
 
 from .layers import FrozenBatchNorm2d
 
-__all__ = ["CaffeResNet50", "load_backbone_weights", "check_backbone_path", "stride16_size", "MIN_INPUT_STRIDE16"]
+__all__ = ["CaffeResNet50", "stride16_size", "MIN_INPUT_STRIDE16"]
 
 
 class Bottleneck(nn.Module):
@@ -91,57 +91,3 @@ def stride16_size(s: int) -> int:
 # The deep-pool layers of PoolNet (8x8 average pool) and SGL-KRN (three cascaded 2x2 pools) need the stride-16
 # map to be at least 8 px: the smallest such input side is 111.
 MIN_INPUT_STRIDE16 = min(s for s in range(1, 1000) if stride16_size(s) >= 8)
-
-_PREFIXES = ("module.", "base.resnet.", "resnet.", "backbone.")
-
-
-def check_backbone_path(path) -> None:
-    """Raise ``FileNotFoundError`` if ``path`` is given but is not an existing file."""
-    if path and not os.path.isfile(os.fspath(path)):
-        raise FileNotFoundError(f"backbone weights file not found: {os.fspath(path)}")
-
-
-def load_backbone_weights(resnet: CaffeResNet50, path: str) -> Dict[str, List[str]]:
-    """Load a caffe ResNet-50 state dict from ``path`` into ``resnet`` (strictly).
-
-    Accepts a plain state dict or one wrapped in ``{"state_dict": ...}`` / ``{"model": ...}``; key prefixes
-    ``module.``, ``base.resnet.``, ``resnet.``, ``backbone.`` are stripped; ``fc.*`` keys (classifier) and missing
-    ``num_batches_tracked`` buffers are ignored.  Any other missing / unexpected key or shape mismatch raises
-    ``ValueError`` naming the file.  Returns ``{"ignored": [...]}``.
-    """
-    path = os.fspath(path)
-    check_backbone_path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - report any unreadable file the same way
-        raise ValueError(f"backbone weights file {path} could not be read as a torch state dict: {exc}") from exc
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ValueError(f"backbone weights file {path} does not contain a state dict of tensors")
-    sd = {}
-    for k, v in obj.items():
-        for p in _PREFIXES:
-            if k.startswith(p):
-                k = k[len(p):]
-        sd[k] = v
-    ignored = sorted(k for k in sd if k.startswith("fc."))
-    for k in ignored:
-        sd.pop(k)
-    expected = resnet.state_dict()
-    missing = sorted(k for k in expected if k not in sd and not k.endswith("num_batches_tracked"))
-    unexpected = sorted(k for k in sd if k not in expected)
-    bad_shape = sorted(f"{k}: file {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
-                       for k in sd if k in expected and sd[k].shape != expected[k].shape)
-    if missing or unexpected or bad_shape:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[:5]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:5]})")
-        if bad_shape:
-            parts.append(f"{len(bad_shape)} shape mismatches (e.g. {bad_shape[:3]})")
-        raise ValueError(f"backbone weights file {path} does not match the caffe ResNet-50: " + "; ".join(parts))
-    resnet.load_state_dict(sd, strict=False)
-    return {"ignored": ignored}

@@ -28,8 +28,8 @@ from torch.nn import functional as F
 
 from .layers import check_input, normal_conv_init_
 from .poolnet import CAFFE_BGR_MEAN, ConvertLayer, ScoreLayer
-from .resnet_caffe import (MIN_INPUT_STRIDE16, CaffeResNet50, check_backbone_path, load_backbone_weights,
-                           stride16_size)
+from .backbone_weights import load_backbone_weights, resolve_backbone_weights
+from .resnet_caffe import MIN_INPUT_STRIDE16, CaffeResNet50, stride16_size
 
 __all__ = ["SGLKRN", "SPEC", "OUTPUT_NAMES"]
 
@@ -47,6 +47,7 @@ SPEC = {
     "train_augment": "random horizontal flip, random rotation (-25..25 deg, p=0.5); edge maps from the GT",
     "iter_size": 10,
     "loss": "sgl_krn",
+    "imagenet_backbone": True,  # built with backbone_weights= (config MODEL.BACKBONE_WEIGHTS)
 }
 
 # Reference-checkpoint keys of modules that never contribute to the outputs.
@@ -106,7 +107,7 @@ class SGLKRN(nn.Module):
 
     def __init__(self, backbone_weights: Optional[str] = None):
         super().__init__()
-        check_backbone_path(backbone_weights)  # fail before the (slow) build
+        path = resolve_backbone_weights(backbone_weights) if backbone_weights else None  # before the slow build
         self.base = _Backbone()
         self.convert = ConvertLayer()
         self.DeepPool_solid1 = CascadePoolLayer(512, 512, False, True)
@@ -127,8 +128,7 @@ class SGLKRN(nn.Module):
         self.score_sum_out = ScoreLayer(128)
         self.conv_sum_out = nn.Conv2d(128, 128, 3, 1, 1, bias=False)
         normal_conv_init_(self)
-        if backbone_weights:
-            load_backbone_weights(self.base.resnet, backbone_weights)
+        self.backbone_report = load_backbone_weights(self.base.resnet, path) if path else None
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         check_input(x, "SGL-KRN", SPEC["min_input_size"], size_ok=lambda s: stride16_size(s) >= 8)

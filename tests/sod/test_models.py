@@ -12,7 +12,8 @@ from cardd_sod import build_sod_loss, build_sod_model, list_sod_models
 from cardd_sod.models import SOD_MODEL_SPECS, SOD_PARAM_COUNTS, count_parameters
 from cardd_sod.models.csnet import (CSNET_VARIANTS, CSNet, csnet_config_from_reference, csnet_layer_config,
                                     csnet_param_groups)
-from cardd_sod.models.resnet_caffe import load_backbone_weights, stride16_size
+from cardd_sod.models.backbone_weights import load_backbone_weights
+from cardd_sod.models.resnet_caffe import stride16_size
 
 NAMES = ["csnet", "poolnet", "sgl_krn", "u2net", "u2netp"]
 # (batch, size) for forward / train tests: the smallest size each model accepts (CSNet: 32 so that batch-norm in
