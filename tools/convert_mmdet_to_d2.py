@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Convert an mmdetection 2.x Mask R-CNN checkpoint (R-50/R-101 FPN, DCN, DCNv2, GCNet) to detectron2.
+"""Convert an mmdetection 2.x checkpoint (Mask R-CNN, Cascade Mask R-CNN, HTC; R-50/R-101 FPN, DCN, DCNv2, GCNet)
+to detectron2.
 
     python tools/convert_mmdet_to_d2.py mask_rcnn_r101_fpn_dconv_c3-c5_1x_coco.pth out/mmdet_dcn_r101.pth \\
         --num-classes 6 --drop-heads
@@ -9,7 +10,7 @@ The output loads with DetectionCheckpointer key-for-key. The tool prints the con
 GC stages; classes). Box coding needs nothing: mmdet's target stds (0.1, 0.1, 0.2, 0.2) are detectron2's default
 ROI_BOX_HEAD.BBOX_REG_WEIGHTS (10, 10, 5, 5), the RPN's (1, 1, 1, 1) its default RPN.BBOX_REG_WEIGHTS, and mmdet
 2.x decodes boxes without the legacy "+1", like detectron2. The background class is the last classifier column
-in both. See cardd_d2/checkpoint/mmdet_convert.py for the full mapping.
+in both. See cardd_d2/checkpoint/ (mmdet_rules.py, mmdet_heads.py) for the full mapping.
 
 --num-classes N checks the checkpoint's class count; COCO weights (80 classes) for CarDD (6) need --drop-heads,
 which drops the class-specific predictors (box classifier, box regressor, mask logits) so they train from scratch.
@@ -18,7 +19,7 @@ import argparse
 import json
 import sys
 
-from cardd_d2.checkpoint.mmdet_convert import MmdetConversionError, convert_mmdet_checkpoint
+from cardd_d2.checkpoint import HEAD_FAMILIES, MmdetConversionError, convert_mmdet_checkpoint
 
 
 def parse_args(argv=None):
@@ -27,7 +28,8 @@ def parse_args(argv=None):
     p.add_argument("dst", help="output detectron2 .pth")
     p.add_argument("--num-classes", type=int, default=None, help="classes of the target config (CarDD: 6)")
     p.add_argument("--drop-heads", action="store_true", help="drop class-specific predictor layers")
-    p.add_argument("--heads", default=None, help="registered ROI-head mapping to use (default: detected)")
+    p.add_argument("--heads", default=None, choices=list(HEAD_FAMILIES),
+                   help="ROI-head family of the checkpoint (default: detected from its keys)")
     p.add_argument("--ignore", action="append", default=[], metavar="REGEX", help="mmdet keys to drop knowingly")
     p.add_argument("--deform-modulated", choices=["auto", "true", "false"], default="auto",
                    help="only needed when the offset width is ambiguous (e.g. 54 channels)")
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
         "dst": args.dst,
         "converted_tensors": len(result.model),
         "dropped": result.dropped,
-        "info": {k: v for k, v in result.info.items() if k != "head_overrides"},
+        "info": result.info,
         "overrides": result.overrides_as_opts(),
     }
     if args.json:

@@ -1,10 +1,10 @@
-"""mmdet -> detectron2 conversion of Cascade Mask R-CNN and HTC ROI-head keys (converter rules in
-cardd_d2.modeling.roi_heads.cascade_mmdet_keys)."""
+"""mmdet -> detectron2 conversion of Cascade Mask R-CNN and HTC ROI-head keys (rule tables in
+cardd_d2.checkpoint.mmdet_heads)."""
 import pytest
 import torch
 
 from cardd_d2.checkpoint import MmdetConversionError, convert_mmdet_state_dict
-from cardd_d2.checkpoint.mmdet_convert import detect_heads
+from cardd_d2.checkpoint import detect_heads
 from test_cascade_mmdet import CASCADE, HTC, K, _event_storage, build_heads, make_cfg  # noqa: F401
 
 

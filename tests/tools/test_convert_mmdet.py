@@ -299,3 +299,50 @@ def test_partial_stage_dcn_and_ambiguous_offsets_rejected(dcn_gc_reference):
         convert_mmdet_state_dict(wide)
     info = convert_mmdet_state_dict(wide, deform_modulated=True).info
     assert info["deform_modulated"] is True and info["deform_num_groups"] == 2
+
+
+def _heads_sd(stages, cls_rows, reg_rows, logit_rows, mask=True):
+    """ROI-head predictor tensors with the given output rows; ``stages`` None = Mask R-CNN names."""
+    sd = {}
+    for t in ([None] if stages is None else range(stages)):
+        s = "" if t is None else f"{t}."
+        sd[f"roi_head.bbox_head.{s}fc_cls.weight"] = torch.zeros(cls_rows[t or 0], 8)
+        sd[f"roi_head.bbox_head.{s}fc_reg.weight"] = torch.zeros(reg_rows[t or 0], 8)
+        if mask:
+            sd[f"roi_head.mask_head.{s}conv_logits.weight"] = torch.zeros(logit_rows[t or 0], 8, 1, 1)
+    return sd
+
+
+def test_one_class_count_reader_for_every_head_family():
+    from cardd_d2.checkpoint import HEAD_FAMILIES
+    from cardd_d2.checkpoint.mmdet_heads import read_head_facts
+
+    mask_rcnn, cascade = HEAD_FAMILIES["mask_rcnn"], HEAD_FAMILIES["cascade_mask_rcnn"]
+    # 6 classes: 7 logits, 24 class-specific box rows, 6 mask logits
+    assert read_head_facts(_heads_sd(None, [7], [24], [6]), mask_rcnn) == {
+        "num_classes": 6, "cls_agnostic_bbox_reg": None, "cls_agnostic_mask": None, "mask_on": None}
+    # class-agnostic box and mask layers, three stages
+    facts = read_head_facts(_heads_sd(3, [7] * 3, [4] * 3, [1] * 3), cascade)
+    assert (facts["num_classes"], facts["cls_agnostic_bbox_reg"], facts["cls_agnostic_mask"]) == (6, True, True)
+    # no mask head: a Faster R-CNN, in either family
+    assert read_head_facts(_heads_sd(None, [7], [4], None, mask=False), mask_rcnn)["mask_on"] is False
+    assert read_head_facts(_heads_sd(3, [7] * 3, [4] * 3, None, mask=False), cascade)["mask_on"] is False
+    # inconsistencies name the key
+    with pytest.raises(MmdetConversionError, match=r"roi_head\.bbox_head\.2\.fc_cls\.weight has 5 classes"):
+        read_head_facts(_heads_sd(3, [7, 7, 6], [4] * 3, [6] * 3), cascade)
+    with pytest.raises(MmdetConversionError, match=r"roi_head\.bbox_head\.fc_reg\.weight has 20 rows"):
+        read_head_facts(_heads_sd(None, [7], [20], [6]), mask_rcnn)
+    with pytest.raises(MmdetConversionError, match=r"roi_head\.mask_head\.1\.conv_logits\.weight has 5 classes"):
+        read_head_facts(_heads_sd(3, [7] * 3, [4] * 3, [6, 5, 6]), cascade)
+    # the overrides come from these facts, in one place
+    ov = dict(convert_mmdet_state_dict(_heads_sd(3, [7] * 3, [4] * 3, [6] * 3)).overrides)
+    assert ov["MODEL.ROI_HEADS.NAME"] == "MMDetCascadeROIHeads" and ov["MODEL.ROI_HEADS.NUM_CLASSES"] == 6
+    assert ov["MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG"] is True and "MODEL.MASK_ON" not in ov
+
+
+def test_conversion_rules_are_plain_tables_in_the_checkpoint_package():
+    import cardd_d2.checkpoint as ckpt
+
+    assert list(ckpt.HEAD_FAMILIES) == ["mask_rcnn", "cascade_mask_rcnn", "htc"]
+    assert not hasattr(ckpt, "register_head_rules")
+    assert all(f.__module__ == "cardd_d2.checkpoint.mmdet_heads" for f in (ckpt.HeadFamily, ckpt.detect_heads))

@@ -8,4 +8,3 @@ from .focal_fast_rcnn import FocalFastRCNNOutputLayers, roi_cls_loss_kwargs_from
 from .standard import CarDDStandardROIHeads  # noqa: F401
 from .cascade_mmdet import MMDetCascadeROIHeads  # noqa: F401,E402  (mmdet-style Cascade Mask R-CNN)
 from .htc import HTCROIHeads  # noqa: F401,E402  (Hybrid Task Cascade without semantic branch)
-from . import cascade_mmdet_keys  # noqa: F401,E402  (mmdet -> d2 converter rules for Cascade / HTC heads)
