@@ -20,9 +20,10 @@ def add_cardd_config(cfg):
 
     # ---------------------------------------------------------------- data (cardd_d2.data)
     # Folder that contains CarDD_COCO/ for cardd_train/val/test; "" means $CARDD_DATASETS, else ./datasets
-    # (cardd_d2.data.register_cardd_from_cfg).
+    # (cardd_d2.data.register_datasets_for_cfg).
     _C.DATASETS.ROOT = ""
-    # Drop invalid annotations (with a warning and a count) instead of raising before training.
+    # Drop invalid annotations (with a warning and a count) instead of raising before training; this and
+    # CHECK_IMAGES apply to every dataset of DATASETS.TRAIN / TEST registered by cardd_d2.data.
     _C.DATASETS.SKIP_INVALID = False
     # Open every image once when a dataset is first loaded, so unreadable files fail before training.
     _C.DATASETS.CHECK_IMAGES = True

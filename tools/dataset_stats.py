@@ -29,14 +29,16 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from cardd_d2.data.datasets import CARDD_SPLIT_NAMES, register_cardd
+    from cardd_sod.data.layout import DATASET_NAMES
+
+    from cardd_d2.data import register_cardd
     from cardd_d2.data.stats import dataset_stats, write_dataset_stats
 
     results = {}
     if args.dataset:
         from detectron2.data import DatasetCatalog
 
-        cardd = set(CARDD_SPLIT_NAMES.values())
+        cardd = set(DATASET_NAMES.values())
         if any(n in cardd and (args.cardd_root or n not in DatasetCatalog.list()) for n in args.dataset):
             register_cardd(args.cardd_root, check_images=False)
         sources = [(n, n) for n in args.dataset]

@@ -1,14 +1,12 @@
 """CarDD datasets, validation, synthetic data and transforms."""
 from .categories import CARDD_CATEGORIES, CARDD_CLASS_NAMES, size_bucket  # noqa: F401
 from .synthetic import make_synthetic_cardd  # noqa: F401
+from .validation import CarDDDataError, ValidationReport, validate_coco_json  # noqa: F401
 from .datasets import (  # noqa: F401
-    CarDDDataError,
-    ValidationReport,
     cardd_root,
     load_coco_damage_json,
     register_cardd,
-    register_cardd_from_cfg,
     register_coco_damage,
-    validate_coco_json,
+    register_datasets_for_cfg,
 )
 from .stats import dataset_stats, write_dataset_stats  # noqa: F401

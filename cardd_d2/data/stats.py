@@ -108,10 +108,10 @@ def _compute(
 
 def stats_from_coco_json(json_file: str, bin_width: float = 16.0) -> dict:
     """Statistics of a COCO instances json (category order = ids sorted)."""
-    from .datasets import _categories, _read_json
+    from .validation import json_categories, read_coco_json
 
-    data = _read_json(json_file)
-    cats = _categories(data, json_file, None)
+    data = read_coco_json(json_file)
+    cats = json_categories(data, json_file)
     ids = sorted(cats)
     index = {cid: k for k, cid in enumerate(ids)}
     per_image = Counter()

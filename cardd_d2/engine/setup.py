@@ -3,25 +3,10 @@ import logging
 import os
 from typing import Any, Mapping, Optional, Sequence
 
-from detectron2.data import DatasetCatalog
-
 from cardd_d2.config import get_cardd_cfg
+from cardd_d2.data import register_datasets_for_cfg  # noqa: F401  (part of the tools' set-up)
 
 logger = logging.getLogger(__name__)
-
-CARDD_SPLITS = ("cardd_train", "cardd_val", "cardd_test")
-
-
-def register_datasets_for_cfg(cfg, cardd_root=None):
-    """Registers CarDD's splits when the config uses them and they are not registered yet.
-
-    The root is ``cardd_root`` or ``$CARDD_DATASETS`` (the folder that holds ``CarDD_COCO``).
-    """
-    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-    if any(n in CARDD_SPLITS and n not in DatasetCatalog.list() for n in names) or cardd_root:
-        from cardd_d2.data import register_cardd_from_cfg
-
-        register_cardd_from_cfg(cfg, cardd_root)
 
 
 def _set_key(cfg, key: str, value: Any):

@@ -13,7 +13,7 @@ from cardd_d2.data import (
     CARDD_CLASS_NAMES,
     CarDDDataError,
     register_cardd,
-    register_cardd_from_cfg,
+    register_datasets_for_cfg,
     register_coco_damage,
     validate_coco_json,
 )
@@ -35,20 +35,20 @@ def keep_cardd_registration():
     saved = {}
     for n in CARDD_NAMES:
         if n in DatasetCatalog.list():
-            saved[n] = (DatasetCatalog[n], MetadataCatalog.get(n).as_dict(), ds_mod._REGISTRATIONS.get(n))
+            saved[n] = (DatasetCatalog[n], MetadataCatalog.get(n).as_dict(), ds_mod._REGISTERED.get(n))
     yield
     for n in CARDD_NAMES:
         if n in DatasetCatalog.list():
             DatasetCatalog.remove(n)
             MetadataCatalog.remove(n)
-        ds_mod._REGISTRATIONS.pop(n, None)
+        ds_mod._REGISTERED.pop(n, None)
         if n in saved:
             func, meta, key = saved[n]
             meta.pop("name", None)
             DatasetCatalog.register(n, func)
             MetadataCatalog.get(n).set(**meta)
             if key is not None:
-                ds_mod._REGISTRATIONS[n] = key
+                ds_mod._REGISTERED[n] = key
 
 
 def _copy_split(data, tmp_path, split="train"):
@@ -127,9 +127,9 @@ def test_register_cardd_from_cfg(small_data, keep_cardd_registration):
     cfg = get_cardd_cfg()
     cfg.DATASETS.ROOT = small_data["root"]
     cfg.DATASETS.CHECK_IMAGES = False
-    register_cardd_from_cfg(cfg)
+    register_datasets_for_cfg(cfg)
     assert MetadataCatalog.get("cardd_train").image_root == small_data["image_dirs"]["train"]
-    assert ds_mod._REGISTRATIONS["cardd_train"][-1] is False  # check_images from the config
+    assert ds_mod._REGISTERED["cardd_train"].check_images is False  # check_images from the config
     assert len(DatasetCatalog.get("cardd_train")) == 4
 
 
@@ -234,6 +234,12 @@ def _break_dup_image(coco, img_dir):
     return "duplicate_image_id", im["file_name"], im["id"], None
 
 
+def _break_dup_file(coco, img_dir):
+    im = coco["images"][0]
+    coco["images"][3]["file_name"] = im["file_name"]  # the same photo listed under a second id
+    return "duplicate_file_name", im["file_name"], im["id"], None
+
+
 def _break_dup_ann(coco, img_dir):
     a, im = _first_ann(coco, 3)
     coco["annotations"][3]["id"] = coco["annotations"][0]["id"]
@@ -249,7 +255,7 @@ def _break_missing_image_id(coco, img_dir):
 BREAKERS = [
     _break_missing_file, _break_corrupt_file, _break_garbage_file, _break_size, _break_category,
     _break_two_points, _break_zero_area, _break_bbox_outside, _break_bbox_size, _break_dup_image,
-    _break_dup_ann, _break_missing_image_id,
+    _break_dup_file, _break_dup_ann, _break_missing_image_id,
 ]
 
 
@@ -271,7 +277,7 @@ def test_bad_data_raises_naming_file_and_ids(small_data, tmp_path, breaker):
         MetadataCatalog.remove(name)
     msg = str(err.value)
     assert isinstance(err.value, ValueError)
-    expected = 2 if kind == "duplicate_image_id" else 1  # every entry sharing the id is reported
+    expected = 2 if kind in ("duplicate_image_id", "duplicate_file_name") else 1  # every entry sharing it
     assert json_file in msg and f"[{kind}]" in msg and f"{kind}={expected}" in msg
     assert f"(id {image_id})" in msg
     if fname is not None:
@@ -347,3 +353,89 @@ def test_structural_errors_always_raise(tmp_path):
         validate_coco_json(str(bad), str(tmp_path), class_names=["dent"])
     report = validate_coco_json(str(bad), str(tmp_path))
     assert report.ok and copy.deepcopy(report.cleaned())["images"] == []
+
+
+# ----------------------------------------------------------------------------------------------- config switches
+def _cfg(names, **switches):
+    from cardd_d2.config import get_cardd_cfg
+
+    cfg = get_cardd_cfg()
+    cfg.DATASETS.TRAIN = tuple(names)
+    cfg.DATASETS.TEST = ()
+    for k, v in switches.items():
+        cfg.DATASETS[k] = v
+    return cfg
+
+
+def test_config_switches_apply_to_register_coco_damage(small_data, tmp_path, caplog):
+    json_file, image_root, coco = _copy_split(small_data, tmp_path)
+    n_img = len(coco["images"])
+    _break_missing_file(coco, image_root)
+    _write(json_file, coco)
+    name = "test_data_switch"
+    register_coco_damage(name, json_file, image_root)  # defaults: raise on problems, open every image
+    try:
+        with pytest.raises(CarDDDataError, match="missing_image"):
+            DatasetCatalog.get(name)
+        register_datasets_for_cfg(_cfg([name], SKIP_INVALID=True))
+        assert len(DatasetCatalog.get(name)) == n_img - 1
+        assert MetadataCatalog.get(name).json_file == json_file  # the same dataset, only the switch changed
+        # CHECK_IMAGES False: a garbage file is not opened (SKIP_INVALID False again: anything else would raise)
+        shutil.copy(os.path.join(image_root, coco["images"][0]["file_name"]),
+                    os.path.join(image_root, coco["images"][1]["file_name"]))
+        _break_garbage_file(coco, image_root)
+        register_datasets_for_cfg(_cfg([name], CHECK_IMAGES=False))
+        assert len(DatasetCatalog.get(name)) == n_img
+        register_datasets_for_cfg(_cfg([name]))
+        with pytest.raises(CarDDDataError, match="unreadable_image"):
+            DatasetCatalog.get(name)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+        ds_mod._REGISTERED.pop(name, None)
+
+    other = "test_data_not_ours"
+    DatasetCatalog.register(other, lambda: [])
+    try:
+        with caplog.at_level(logging.WARNING, logger="cardd_d2.data.datasets"):
+            register_datasets_for_cfg(_cfg([other], SKIP_INVALID=True))
+        assert "test_data_not_ours was not registered by cardd_d2.data" in caplog.text
+    finally:
+        DatasetCatalog.remove(other)
+
+
+def test_empty_annotation_list_is_an_error_at_registration(small_data, tmp_path):
+    json_file, image_root, coco = _copy_split(small_data, tmp_path)
+    coco["annotations"] = []
+    _write(json_file, coco)
+    name = "test_data_empty"
+    with pytest.raises(CarDDDataError, match=r"ann\.json: the 'annotations' list is empty \(4 images\)"):
+        register_coco_damage(name, json_file, image_root)
+    assert name not in DatasetCatalog.list()
+    # a json that appears (empty) only after registration fails when loaded
+    later = str(tmp_path / "later.json")
+    register_coco_damage(name, later, image_root)
+    try:
+        _write(later, coco)
+        with pytest.raises(CarDDDataError, match="later.json: the 'annotations' list is empty"):
+            DatasetCatalog.get(name)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+        ds_mod._REGISTERED.pop(name, None)
+
+
+def test_nothing_left_after_skipping_is_an_error(small_data, tmp_path):
+    json_file, image_root, coco = _copy_split(small_data, tmp_path)
+    for a in coco["annotations"]:
+        a["category_id"] = 99
+    _write(json_file, coco)
+    name = "test_data_all_bad"
+    register_coco_damage(name, json_file, image_root, skip_invalid=True)
+    try:
+        with pytest.raises(CarDDDataError, match="no valid annotation is left"):
+            DatasetCatalog.get(name)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+        ds_mod._REGISTERED.pop(name, None)

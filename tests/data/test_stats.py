@@ -120,7 +120,7 @@ def test_cli_on_synthetic_cardd(tmp_path, monkeypatch, capsys):
         from cardd_d2.data import datasets as ds_mod
 
         for n in ("cardd_train", "cardd_val", "cardd_test"):
-            ds_mod._REGISTRATIONS.pop(n, None)
+            ds_mod._REGISTERED.pop(n, None)
     assert set(paths) == {"cardd_train", "cardd_val"}
     with open(out / "cardd_train_stats.json") as f:
         s = json.load(f)
