@@ -6,12 +6,14 @@
     python tools/dataset_stats.py --json path/to/instances.json --output output/stats   # any COCO json
 
 Writes <name>_stats.json and <name>_{class_counts,size_buckets,object_sizes,image_resolution}.png per dataset.
+<name> is the dataset name, or the json's base name; json files that share a base name are told apart by their
+parent folders (a/train/instances.json and b/train/instances.json -> a_train_instances, b_train_instances).
+
+Exit codes: 0 ok, 1 some inputs failed (missing json, unknown dataset), 2 usage error.
 """
 import argparse
 import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def parse_args(argv=None):
@@ -25,6 +27,23 @@ def parse_args(argv=None):
     p.add_argument("--bin-width", type=float, default=16.0, help="histogram bin width of sqrt(area), pixels")
     p.add_argument("--no-plots", action="store_true", help="only write the JSON")
     return p.parse_args(argv)
+
+
+def output_names(json_files):
+    """One output name per json: the base name without .json, with as many parent folders (joined by "_") as it
+    takes to make the names distinct. The same file given twice is an error."""
+    paths = [os.path.abspath(j) for j in json_files]
+    twice = sorted({p for p in paths if paths.count(p) > 1})
+    if twice:
+        print(f"error: json file given more than once: {', '.join(twice)}", file=sys.stderr)
+        raise SystemExit(2)
+    parts = [os.path.splitext(p)[0].strip(os.sep).split(os.sep) for p in paths]
+    depth = 1
+    while True:
+        names = ["_".join(x[-depth:]) for x in parts]
+        if len(set(names)) == len(names):
+            return names
+        depth += 1
 
 
 def main(argv=None):
@@ -41,16 +60,18 @@ def main(argv=None):
         cardd = set(DATASET_NAMES.values())
         if any(n in cardd and (args.cardd_root or n not in DatasetCatalog.list()) for n in args.dataset):
             register_cardd(args.cardd_root, check_images=False)
-        sources = [(n, n) for n in args.dataset]
+        sources = [(n, n) for n in dict.fromkeys(args.dataset)]
     else:
-        sources = [(os.path.splitext(os.path.basename(j))[0], j) for j in args.json]
+        sources = list(zip(output_names(args.json), args.json))
     for name, src in sources:
         if args.json and not os.path.isfile(src):
-            raise SystemExit(f"error: json file not found: {src}")
+            print(f"error: json file not found: {src}", file=sys.stderr)
+            raise SystemExit(1)
         try:
             stats = dataset_stats(src, bin_width=args.bin_width)
         except KeyError as e:
-            raise SystemExit(f"error: {e.args[0]}")
+            print(f"error: {e.args[0]}", file=sys.stderr)
+            raise SystemExit(1)
         paths = write_dataset_stats(stats, args.output, prefix=f"{name}_", plots=not args.no_plots)
         results[name] = paths
         print(f"{name}: {stats['num_images']} images, {stats['num_instances']} instances; "

@@ -132,5 +132,28 @@ def test_cli_on_synthetic_cardd(tmp_path, monkeypatch, capsys):
     tool.main(["--json", info["json"]["test"], "--output", str(out), "--no-plots"])
     assert (out / "instances_test2017_stats.json").is_file()
     assert not (out / "instances_test2017_size_buckets.png").exists()
-    with pytest.raises(SystemExit, match="missing.json"):
+    with pytest.raises(SystemExit) as exit_info:
         tool.main(["--json", str(tmp_path / "missing.json"), "--output", str(out)])
+    assert exit_info.value.code == 1 and "missing.json" in capsys.readouterr().err
+
+
+def test_cli_json_files_sharing_a_base_name_do_not_overwrite(tmp_path, toy_json, capsys):
+    """a/train/instances.json and b/train/instances.json: two sets of outputs, each with its own numbers."""
+    with open(toy_json) as f:
+        coco = json.load(f)
+    paths = []
+    for folder, n_ann in (("a", 5), ("b", 2)):
+        d = tmp_path / folder / "train"
+        d.mkdir(parents=True)
+        paths.append(str(d / "instances.json"))
+        (d / "instances.json").write_text(json.dumps(dict(coco, annotations=coco["annotations"][:n_ann])))
+    out = tmp_path / "out"
+    results = _load_tool().main(["--json"] + paths + ["--output", str(out), "--no-plots"])
+    assert list(results) == ["a_train_instances", "b_train_instances"]
+    for name, n_ann in (("a_train_instances", 5), ("b_train_instances", 2)):
+        with open(out / f"{name}_stats.json") as f:
+            assert json.load(f)["num_instances"] == n_ann
+    assert sorted(os.listdir(out)) == ["a_train_instances_stats.json", "b_train_instances_stats.json"]
+    with pytest.raises(SystemExit) as exit_info:  # the same file twice is a usage error
+        _load_tool().main(["--json", paths[0], paths[0], "--output", str(out)])
+    assert exit_info.value.code == 2 and "more than once" in capsys.readouterr().err
