@@ -158,13 +158,14 @@ def fallback_class_names(cfg) -> Tuple[Optional[List[str]], str]:
     """Names of the config's first test (else train) dataset, when it is registered or is a CarDD split."""
     from detectron2.data import MetadataCatalog
 
+    from cardd_sod.data.layout import DATASET_NAMES
+
     from cardd_d2.data.categories import CARDD_CLASS_NAMES
-    from cardd_d2.data.datasets import CARDD_SPLIT_NAMES
 
     for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
         if name in MetadataCatalog.list() and MetadataCatalog.get(name).get("thing_classes"):
             return list(MetadataCatalog.get(name).thing_classes), f"dataset {name}"
-        if name in CARDD_SPLIT_NAMES.values():
+        if name in DATASET_NAMES.values():
             return list(CARDD_CLASS_NAMES), f"dataset {name}"
     return None, ""
 
