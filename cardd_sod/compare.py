@@ -3,8 +3,9 @@
 Input is the file detectron2's ``COCOEvaluator`` writes (``coco_instances_results.json``: a list of
 ``{image_id, category_id, score, segmentation (RLE, counts as str or bytes; polygons are accepted too)}``) plus the
 GT COCO json (file names and sizes).  Each image's saliency map is the union of its instance masks whose score is
-``> score_thresh`` (0.5, as in the paper), written as a 0/255 PNG named ``<file stem>.png``; images without such
-instances get an all-zero map.  No detectron2 import.
+``> score_thresh`` (0.5, as in the paper), written as a 0/255 grey PNG named ``<file stem>.png`` by the writer of the
+SOD predictions (:func:`cardd_sod.map_saving.write_map`; a binary map needs no resizing or rounding rule); images
+without such instances get an all-zero map.  No detectron2 import.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 
 from .data.coco import _load_coco, instance_union_mask
+from .map_saving import write_map
 from .metrics import evaluate_saliency, format_markdown_table
 
 __all__ = ["instances_to_saliency", "gt_masks_from_coco", "draw_comparison_grid", "compare_methods"]
@@ -70,7 +72,7 @@ def instances_to_saliency(results_json: str, gt_json: str, out_dir: str, score_t
             if float(p["score"]) > score_thresh:
                 sal[_decode(p["segmentation"], h, w, f"{results_json} image {img_id}") > 0] = 255
         stem = os.path.splitext(os.path.basename(info["file_name"]))[0]
-        cv2.imwrite(os.path.join(out_dir, stem + ".png"), sal)
+        write_map(os.path.join(out_dir, stem + ".png"), sal)
         names.append(stem)
     return names
 
@@ -83,7 +85,7 @@ def gt_masks_from_coco(gt_json: str, out_dir: str) -> list[str]:
     for img_id in sorted(coco.getImgIds()):
         info = coco.imgs[img_id]
         stem = os.path.splitext(os.path.basename(info["file_name"]))[0]
-        cv2.imwrite(os.path.join(out_dir, stem + ".png"), instance_union_mask(coco, info))
+        write_map(os.path.join(out_dir, stem + ".png"), instance_union_mask(coco, info))
         names.append(stem)
     return names
 

@@ -205,18 +205,19 @@ class PreprocessSpec:
     label_scale: str = "255"              # 255 | max
     edges: bool = False                   # also return edge maps (SGL-KRN)
     max_size: int = 0                     # full resolution: cap the longer side (0 = off)
-    minmax_output: bool = False           # test: min-max normalise the saliency map (U2-Net)
+    save_rule: str = ""                   # test: how maps are written (cardd_sod.map_saving.SAVE_RULES)
 
 
 PREPROCESS_PRESETS: dict[str, PreprocessSpec] = {
     "csnet": PreprocessSpec(size=(224, 224), resize="skimage", label_resize="bilinear", side_crop=14,
-                            flip_lr_or_ud=0.5),
+                            flip_lr_or_ud=0.5, save_rule="skimage_floor"),
     "poolnet": PreprocessSpec(size=None, hflip=0.5, color="bgr", scale="none", mean=CAFFE_BGR_MEAN,
-                              std=(1.0, 1.0, 1.0)),
+                              std=(1.0, 1.0, 1.0), save_rule="cv2_round"),
     "sgl_krn": PreprocessSpec(size=None, hflip=0.5, color="bgr", scale="none", mean=CAFFE_BGR_MEAN,
-                              std=(1.0, 1.0, 1.0), edges=True, rotate_deg=25.0, rotate_p=0.5),
+                              std=(1.0, 1.0, 1.0), edges=True, rotate_deg=25.0, rotate_p=0.5,
+                              save_rule="cv2_round"),
     "u2net": PreprocessSpec(size=(320, 320), resize="skimage", label_resize="nearest", crop=(288, 288), vflip=0.5,
-                            scale="max", label_scale="max", minmax_output=True),
+                            scale="max", label_scale="max", save_rule="minmax_pil"),
 }
 PREPROCESS_PRESETS["u2netp"] = PREPROCESS_PRESETS["u2net"]
 

@@ -24,12 +24,12 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from ..config import CfgNode
 from ..data import CarDDSODDataset, get_preprocess, sod_collate
 from ..data.layout import sod_split_dirs
+from ..map_saving import SAVE_RULES, saliency_to_uint8, write_map
 from ..metrics import evaluate_saliency, write_results
 
 __all__ = ["SODTrainer", "EpochShuffleSampler", "build_preprocess", "build_loss_for", "model_kwargs",
@@ -106,12 +106,13 @@ def _to_float(outputs):
 @torch.no_grad()
 def predict_saliency_maps(model, dataset: CarDDSODDataset, out_dir: str, device: torch.device,
                           batch_size: int = 1, amp: str = "", num_workers: int = 0, progress: bool = True) -> list:
-    """Run ``model.saliency`` on every item and write ``<out_dir>/<stem>.png`` (uint8, original image size).
-
-    The map is resized bilinearly to the original size; presets with ``minmax_output`` (U2-Net) are min-max
-    normalised per image first, as the reference test scripts do."""
-    import cv2
+    """Run ``model.saliency`` on every item and write ``<out_dir>/<stem>.png`` (uint8, original image size) with
+    the preprocessing spec's ``save_rule`` (the released test script's resizing and rounding,
+    :mod:`cardd_sod.map_saving`)."""
     from tqdm import tqdm
+    rule = dataset.pp.save_rule
+    if rule not in SAVE_RULES:
+        raise ValueError(f"the preprocessing spec has save_rule {rule!r}; expected one of {sorted(SAVE_RULES)}")
     os.makedirs(out_dir, exist_ok=True)
     model.eval()
     amp_dtype = _amp_dtype(amp, device)
@@ -122,18 +123,9 @@ def predict_saliency_maps(model, dataset: CarDDSODDataset, out_dir: str, device:
         img = batch["image"].to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             outputs = model(img)
-        sal = model.saliency(_to_float(outputs)).float()
+        sal = model.saliency(_to_float(outputs)).float().cpu()
         for i, name in enumerate(batch["name"]):
-            s = sal[i:i + 1]
-            if dataset.pp.minmax_output:
-                lo, hi = s.min(), s.max()
-                s = (s - lo) / (hi - lo + 1e-8)
-            h0, w0 = batch["orig_size"][i]
-            s = F.interpolate(s, size=(h0, w0), mode="bilinear", align_corners=False)
-            arr = (s[0, 0].clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
-            path = os.path.join(out_dir, f"{name}.png")
-            if not cv2.imwrite(path, arr):
-                raise OSError(f"cannot write prediction {path}")
+            write_map(os.path.join(out_dir, f"{name}.png"), saliency_to_uint8(sal[i, 0], batch["orig_size"][i], rule))
             names.append(name)
     return names
 
