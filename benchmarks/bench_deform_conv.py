@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from cardd_d2.modeling.layers.deform_conv import (
+    DeformConv,
+    ModulatedDeformConv,
     deform_backend_info,
-    get_deform_conv_classes,
     has_detectron2_C,
 )
 
@@ -68,9 +69,9 @@ def bench(device, shape, warmup, iters, amp):
     convs = {"conv2d": (nn.Conv2d(c, c, 3, padding=1, bias=False), lambda m, a: m(a))}
     backends = ["torchvision", "sampling"] + (["detectron2"] if has_detectron2_C() else [])
     for backend in backends:
-        dcn, mdcn = get_deform_conv_classes(backend)
-        convs[f"dcnv1_{backend}"] = (dcn(c, c, 3, padding=1), lambda m, a: m(a, offset))
-        convs[f"dcnv2_{backend}"] = (mdcn(c, c, 3, padding=1, bias=False), lambda m, a: m(a, offset, mask))
+        convs[f"dcnv1_{backend}"] = (DeformConv(c, c, 3, padding=1, backend=backend), lambda m, a: m(a, offset))
+        convs[f"dcnv2_{backend}"] = (ModulatedDeformConv(c, c, 3, padding=1, bias=False, backend=backend),
+                                     lambda m, a: m(a, offset, mask))
     fwds, fwd_bwds = {}, {}
     for name, (module, call) in convs.items():
         module = module.to(device)

@@ -25,10 +25,9 @@ import statistics
 import sys
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
+import torch
 
-import torch  # noqa: E402
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MODELS = {  # name -> config template (depth filled in)
     "mask_rcnn": "CarDD/mask_rcnn_R_{d}_FPN.yaml",
@@ -222,6 +221,7 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
 
     import cardd_d2  # noqa: F401  (registers backbones and ROI heads)
+    from cardd_d2.modeling.layers.deform_conv import kernel_for
 
     env = {
         "torch": torch.__version__,
@@ -243,13 +243,8 @@ def main(argv=None):
             model, cfg = build_model(config, device, args.opts)
             calibrate_frozen_bn(model, device)
             deform_backend = None
-            try:
-                from cardd_d2.modeling.layers.deform_conv import resolve_deform_backend
-
-                if any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE):
-                    deform_backend = resolve_deform_backend(cfg.MODEL.RESNETS.DEFORM_BACKEND)
-            except Exception:  # noqa: BLE001  (informational only)
-                pass
+            if any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE):
+                deform_backend = kernel_for(cfg.MODEL.RESNETS.DEFORM_BACKEND, device)
             for precision in precisions:
                 row = {"model": name, "depth": depth, "config": config, "precision": precision,
                        "deform_backend": deform_backend}

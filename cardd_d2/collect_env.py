@@ -25,12 +25,9 @@ def detectron2_has_compiled_ops() -> bool:
 
 
 def deform_backend() -> str:
-    try:
-        from cardd_d2.modeling.layers.deform_conv import deform_backend_info
-    except ImportError:
-        return "torchvision (torchvision.ops.deform_conv2d)"
-    info = deform_backend_info()
-    return f"{info.get('auto', info)}" if isinstance(info, dict) else str(info)
+    from cardd_d2.modeling.layers.deform_conv import deform_backend_info
+
+    return deform_backend_info()["auto"]
 
 
 def collect_env_info() -> list:

@@ -39,8 +39,8 @@ def add_cardd_config(cfg):
 
     # ---------------------------------------------------------------- backbone (cardd_d2.modeling.backbone)
     # Which deformable-conv kernel the deformable ResNet uses (cardd_d2.modeling.layers.deform_conv):
-    #  "auto": detectron2's compiled _C when present; else chosen at every forward by the input's device:
-    #          torchvision on CUDA, "sampling" on CPU (its backward is several times faster there);
+    #  "auto": chosen at every forward by the input's device: on CUDA detectron2's compiled kernel when _C is
+    #          importable, else torchvision; elsewhere "sampling" (its CPU backward is several times faster);
     #  "torchvision": torchvision.ops.deform_conv2d;
     #  "sampling": bilinear grid_sample at the offset positions + matmul, backward by autograd (same results);
     #  "detectron2": detectron2's compiled kernel (needs _C).

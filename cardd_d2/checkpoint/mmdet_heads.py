@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from .mmdet_rules import Rule, shifted
 from .mmdet_state_dict import MmdetConversionError

@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from cardd_d2.modeling.layers.deform_conv import (
     DeformConv,
     ModulatedDeformConv,
+    build_deform_conv,
+    check_deform_backend,
     deform_backend_info,
-    get_deform_conv_classes,
     has_detectron2_C,
-    resolve_deform_backend,
+    kernel_for,
 )
 
 # detectron2 tests/layers/test_deformable.py: 1x1x5x5 arange input, all offsets 0.5, 3x3 all-ones weight, pad 1.
@@ -51,14 +52,14 @@ def test_detectron2_golden_dcnv2_half_mask():
     torch.testing.assert_close(out[0, 0], D2_GOLDEN * 0.5)
 
 
-def test_repr_matches_detectron2():
+def test_repr_like_detectron2_with_pairs():
     assert repr(DeformConv(3, 10, kernel_size=3, padding=1, deformable_groups=2)) == (
         "DeformConv(in_channels=3, out_channels=10, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), "
         "dilation=(1, 1), groups=1, deformable_groups=2, bias=False)"
     )
     assert repr(ModulatedDeformConv(3, 10, kernel_size=3, padding=1, deformable_groups=2)) == (
-        "ModulatedDeformConv(in_channels=3, out_channels=10, kernel_size=(3, 3), stride=1, padding=1, "
-        "dilation=1, groups=1, deformable_groups=2, bias=True)"
+        "ModulatedDeformConv(in_channels=3, out_channels=10, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), "
+        "dilation=(1, 1), groups=1, deformable_groups=2, bias=True)"
     )
 
 
@@ -233,23 +234,45 @@ def test_cuda_fp16_autocast_matches_fp32():
 def test_backend_resolution():
     info = deform_backend_info()
     assert info["detectron2_C"] == has_detectron2_C()
-    assert info["deform_backend_auto"] == resolve_deform_backend("auto")
-    assert get_deform_conv_classes("torchvision") == (DeformConv, ModulatedDeformConv)
+    assert info["backends"] == ["auto", "torchvision", "sampling", "detectron2"]
+    assert type(build_deform_conv(2, 2, modulated=False, kernel_size=3, backend="torchvision")) is DeformConv
+    assert type(build_deform_conv(2, 2, modulated=True, kernel_size=3, backend="sampling")) is ModulatedDeformConv
+    assert check_deform_backend("SAMPLING") == "sampling"
     with pytest.raises(ValueError, match="DEFORM_BACKEND"):
-        resolve_deform_backend("cuda")
+        check_deform_backend("cuda")
+    assert (info["auto_cpu"], kernel_for("auto", "cpu")) == ("sampling", "sampling")
+    assert info["auto_cuda"] == ("detectron2" if has_detectron2_C() else "torchvision")
     if not has_detectron2_C():
-        # without _C, "auto" is chosen per call by the input's device (tests/modeling/test_deform_sampling.py)
-        assert info["deform_backend_auto"] == "auto"
-        assert (info["auto_cpu"], info["auto_cuda"]) == ("sampling", "torchvision")
         with pytest.raises(RuntimeError, match="_C"):
-            resolve_deform_backend("detectron2")
+            check_deform_backend("detectron2")
+        with pytest.raises(RuntimeError, match="_C"):
+            DeformConv(2, 2, 3, backend="detectron2")
+
+
+def test_one_init_for_both_modules_and_classes_are_stable():
+    import pickle
+
+    for modulated in (False, True):
+        a = build_deform_conv(4, 4, modulated=modulated, kernel_size=3, stride=2, padding=1, dilation=1,
+                              backend="sampling")
+        b = build_deform_conv(4, 4, modulated=modulated, kernel_size=3, stride=2, padding=1, dilation=1,
+                              backend="torchvision")
+        assert type(a) is type(b)  # the kernel is an attribute, not a class
+        assert (a.stride, a.padding, a.dilation) == ((2, 2), (1, 1), (1, 1))
+        assert (a.bias is not None) is modulated  # detectron2's default bias per class
+        c = pickle.loads(pickle.dumps(a))
+        assert type(c) is type(a) and c.backend == "sampling"
+        for k, v in a.state_dict().items():
+            assert torch.equal(v, c.state_dict()[k])
 
 
 @pytest.mark.skipif(not has_detectron2_C(), reason="detectron2._C (compiled DCN kernel) not importable here")
 def test_equals_detectron2_compiled_kernel():
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
-    d2_dcn, d2_mdcn = get_deform_conv_classes("detectron2")
+    from detectron2.layers import DeformConv as d2_dcn
+    from detectron2.layers import ModulatedDeformConv as d2_mdcn
+
     x = torch.randn(2, 4, 8, 8, device=dev)
     off = torch.randn(2, 36, 8, 8, device=dev)
     mask = torch.rand(2, 18, 8, 8, device=dev)
@@ -257,7 +280,12 @@ def test_equals_detectron2_compiled_kernel():
     theirs = d2_dcn(4, 4, 3, padding=1, deformable_groups=2).to(dev)
     theirs.load_state_dict(ours.state_dict())
     torch.testing.assert_close(ours(x, off), theirs(x, off), atol=1e-4, rtol=1e-4)
+    ours.backend = "detectron2"
+    torch.testing.assert_close(ours(x, off), theirs(x, off), atol=1e-6, rtol=1e-6)
     ours = ModulatedDeformConv(4, 4, 3, padding=1, deformable_groups=2).to(dev)
     theirs = d2_mdcn(4, 4, 3, padding=1, deformable_groups=2).to(dev)
     theirs.load_state_dict(ours.state_dict())
     torch.testing.assert_close(ours(x, off, mask), theirs(x, off, mask), atol=1e-4, rtol=1e-4)
+    if dev == "cuda":  # detectron2 has no CPU DCNv2
+        ours.backend = "detectron2"
+        torch.testing.assert_close(ours(x, off, mask), theirs(x, off, mask), atol=1e-6, rtol=1e-6)

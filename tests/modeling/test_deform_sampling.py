@@ -12,16 +12,11 @@ import cardd_d2
 from cardd_d2.modeling.layers import deform_conv as dc
 from cardd_d2.modeling.layers import deform_sampling
 from cardd_d2.modeling.layers.deform_conv import (
-    AutoDeformConv,
-    AutoModulatedDeformConv,
     DeformConv,
     ModulatedDeformConv,
-    SamplingDeformConv,
-    SamplingModulatedDeformConv,
     deform_conv2d,
-    get_deform_conv_classes,
     has_detectron2_C,
-    kernel_for_device,
+    kernel_for,
 )
 
 TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float64: dict(atol=1e-10, rtol=1e-10)}
@@ -182,13 +177,13 @@ def test_gradcheck_float64(modulated):
 def test_module_classes_share_parameters_and_state_dict():
     torch.manual_seed(0)
     pairs = [
-        (DeformConv(4, 6, 3, padding=1, groups=2, deformable_groups=2), SamplingDeformConv, ()),
-        (ModulatedDeformConv(4, 6, 3, stride=2, padding=1, deformable_groups=2), SamplingModulatedDeformConv, (1,)),
+        (DeformConv(4, 6, 3, padding=1, groups=2, deformable_groups=2), DeformConv, ()),
+        (ModulatedDeformConv(4, 6, 3, stride=2, padding=1, deformable_groups=2), ModulatedDeformConv, (1,)),
     ]
     x = torch.randn(2, 4, 6, 5)
     for ref_mod, cls, has_mask in pairs:
         ours = cls(4, 6, 3, stride=ref_mod.stride, padding=ref_mod.padding, groups=ref_mod.groups,
-                   deformable_groups=2, bias=ref_mod.bias is not None)
+                   deformable_groups=2, bias=ref_mod.bias is not None, backend="sampling")
         assert isinstance(ours, type(ref_mod)) and ours.backend == "sampling"
         assert list(ours.state_dict()) == list(ref_mod.state_dict())
         ours.load_state_dict(ref_mod.state_dict())
@@ -204,9 +199,9 @@ def test_module_classes_share_parameters_and_state_dict():
 
 
 def test_auto_picks_kernel_by_input_device(monkeypatch):
-    assert kernel_for_device("auto", "cpu") == "sampling"
-    assert kernel_for_device("auto", torch.device("cuda", 0)) == "torchvision"
-    assert kernel_for_device("torchvision", "cpu") == "torchvision"
+    assert kernel_for("auto", "cpu") == "sampling"
+    assert kernel_for("auto", torch.device("cuda", 0)) == ("detectron2" if has_detectron2_C() else "torchvision")
+    assert kernel_for("torchvision", "cpu") == "torchvision"
     calls = []
 
     def spy(name, fn):
@@ -220,8 +215,8 @@ def test_auto_picks_kernel_by_input_device(monkeypatch):
     monkeypatch.setattr(dc, "_tv_deform_conv2d", spy("torchvision", dc._tv_deform_conv2d))
     x = torch.randn(1, 2, 5, 5)
     off = torch.randn(1, 18, 5, 5)
-    AutoDeformConv(2, 2, 3, padding=1)(x, off)
-    AutoModulatedDeformConv(2, 2, 3, padding=1)(x, off, torch.rand(1, 9, 5, 5))
+    DeformConv(2, 2, 3, padding=1, backend="auto")(x, off)
+    ModulatedDeformConv(2, 2, 3, padding=1, backend="auto")(x, off, torch.rand(1, 9, 5, 5))
     DeformConv(2, 2, 3, padding=1)(x, off)
     assert calls == ["sampling", "sampling", "torchvision"]
 
@@ -232,7 +227,7 @@ def test_auto_on_cuda_uses_torchvision_and_matches_sampling(monkeypatch):
     real = dc._tv_deform_conv2d
     monkeypatch.setattr(dc, "_tv_deform_conv2d", lambda *a, **k: calls.append(1) or real(*a, **k))
     torch.manual_seed(0)
-    m = AutoModulatedDeformConv(4, 4, 3, padding=1, deformable_groups=2)
+    m = ModulatedDeformConv(4, 4, 3, padding=1, deformable_groups=2, backend="auto")
     x, off, mask = torch.randn(2, 4, 9, 7), torch.randn(2, 36, 9, 7) * 2, torch.rand(2, 18, 9, 7)
     cpu_out = m(x, off, mask)
     m = m.cuda()
@@ -245,7 +240,7 @@ def test_auto_on_cuda_uses_torchvision_and_matches_sampling(monkeypatch):
 
 def test_low_precision_autocast_and_empty_batch():
     torch.manual_seed(0)
-    m = SamplingModulatedDeformConv(2, 4, 3, padding=1)
+    m = ModulatedDeformConv(2, 4, 3, padding=1, backend="sampling")
     x = torch.randn(1, 2, 5, 5, requires_grad=True)
     off, mask = torch.randn(1, 18, 5, 5), torch.rand(1, 9, 5, 5)
     ref = m(x, off, mask)
@@ -255,13 +250,13 @@ def test_low_precision_autocast_and_empty_batch():
     torch.testing.assert_close(y.float(), ref, atol=0.05, rtol=0.02)
     y.float().sum().backward()
     assert x.grad is not None and torch.isfinite(m.weight.grad).all()
-    half = SamplingDeformConv(2, 4, 3, padding=1).to(torch.float16)
+    half = DeformConv(2, 4, 3, padding=1, backend="sampling").to(torch.float16)
     xh = x.detach().half().requires_grad_()
     out = half(xh, off.half())
     assert out.dtype == torch.float16
     out.float().sum().backward()
     assert xh.grad.dtype == torch.float16
-    e = SamplingDeformConv(2, 4, 3, stride=2, padding=1)
+    e = DeformConv(2, 4, 3, stride=2, padding=1, backend="sampling")
     empty = e(torch.rand(0, 2, 7, 7), torch.rand(0, 18, 4, 4))
     assert empty.shape == (0, 4, 4, 4)
 
@@ -281,11 +276,11 @@ def test_batch_chunking_without_grad(monkeypatch):
 
 
 def test_bad_offset_size_raises():
-    m = SamplingDeformConv(2, 2, 3, padding=1)
+    m = DeformConv(2, 2, 3, padding=1, backend="sampling")
     with pytest.raises(RuntimeError, match="offset"):
         m(torch.rand(1, 2, 5, 5), torch.rand(1, 18, 4, 5))
     with pytest.raises(RuntimeError, match="mask"):
-        SamplingModulatedDeformConv(2, 2, 3, padding=1)(
+        ModulatedDeformConv(2, 2, 3, padding=1, backend="sampling")(
             torch.rand(1, 2, 5, 5), torch.rand(1, 18, 5, 5), torch.rand(2, 9, 5, 5)
         )
 
@@ -302,14 +297,11 @@ def _backbone_cfg(backend):
 
 
 def test_config_backend_sampling_equals_torchvision_backbone():
-    assert get_deform_conv_classes("sampling") == (SamplingDeformConv, SamplingModulatedDeformConv)
-    if not has_detectron2_C():
-        assert get_deform_conv_classes("auto") == (AutoDeformConv, AutoModulatedDeformConv)
     torch.manual_seed(0)
     tv_bb = build_backbone(_backbone_cfg("torchvision")).eval()
     sp_bb = build_backbone(_backbone_cfg("SAMPLING")).eval()
     block = list(sp_bb.bottom_up.res5.children())[0]
-    assert type(block.conv2) is SamplingModulatedDeformConv
+    assert type(block.conv2) is ModulatedDeformConv and block.conv2.backend == "sampling"
     assert list(sp_bb.state_dict()) == list(tv_bb.state_dict())
     # non-zero offsets so the deformable path matters
     for b in tv_bb.bottom_up.res5.children():

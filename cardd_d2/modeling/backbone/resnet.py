@@ -33,7 +33,7 @@ from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, Bottlenec
 from torch import nn
 
 from ..layers.context_block import ContextBlock
-from ..layers.deform_conv import get_deform_conv_classes, resolve_deform_backend
+from ..layers.deform_conv import build_deform_conv, check_deform_backend
 
 __all__ = [
     "CarddBottleneckBlock",
@@ -91,17 +91,17 @@ class CarddBottleneckBlock(BottleneckBlock):
         self.deform_modulated = bool(deform_modulated) and self.deform_on
         if self.deform_on:
             plain = self.conv2  # geometry and norm module come from the parent's 3x3 conv
-            dcn_cls, mdcn_cls = get_deform_conv_classes(deform_backend)
-            conv_cls = mdcn_cls if self.deform_modulated else dcn_cls
-            self.conv2 = conv_cls(
+            self.conv2 = build_deform_conv(
                 plain.in_channels,
                 plain.out_channels,
+                modulated=self.deform_modulated,
+                backend=deform_backend,
                 kernel_size=3,
-                stride=plain.stride[0],
-                padding=plain.padding[0],
+                stride=plain.stride,
+                padding=plain.padding,
                 bias=False,
                 groups=plain.groups,
-                dilation=plain.dilation[0],
+                dilation=plain.dilation,
                 deformable_groups=deform_num_groups,
                 norm=plain.norm,
             )
@@ -156,7 +156,7 @@ def build_cardd_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
     gc_on = _per_stage(r.GC_ON_PER_STAGE, "GC_ON_PER_STAGE")
     if r.RES5_DILATION not in (1, 2):
         raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
-    backend = resolve_deform_backend(r.DEFORM_BACKEND) if any(deform_on) else "torchvision"
+    backend = check_deform_backend(r.DEFORM_BACKEND) if any(deform_on) else "auto"
 
     basic = depth in (18, 34)
     if basic:

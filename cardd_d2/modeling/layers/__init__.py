@@ -1,11 +1,12 @@
-"""Layers: deformable conv on torchvision (detectron2 semantics) and GCNet's context block."""
+"""Layers: deformable conv (detectron2's interface on torchvision, a sampling kernel or detectron2's) and GCNet's
+context block."""
 from .context_block import ContextBlock  # noqa: F401
 from .deform_conv import (  # noqa: F401
+    DEFORM_BACKENDS,
     DeformConv,
     ModulatedDeformConv,
+    build_deform_conv,
     deform_backend_info,
     deform_conv2d,
-    get_deform_conv_classes,
     has_detectron2_C,
-    resolve_deform_backend,
 )

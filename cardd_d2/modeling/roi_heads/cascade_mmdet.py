@@ -30,7 +30,7 @@ Classification loss: ``MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE`` through ``roi_cls_loss
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 from torch import nn
