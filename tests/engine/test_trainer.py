@@ -97,7 +97,7 @@ def test_resume_restores_random_sampler_seed(synthetic_cardd, tiny_cfg, tmp_path
     again.resume_or_load(resume=True)
     assert again.start_iter == 3
     assert again._sampler.state_dict()["seed"] == seed
-    assert again._sampler.start_index == 3 * 2
+    assert again._sampler.next_position == 3 * 2
 
 
 def test_training_lowers_loss(synthetic_cardd, tiny_cfg):
@@ -113,3 +113,65 @@ def test_training_lowers_loss(synthetic_cardd, tiny_cfg):
     assert last < 0.85 * first, total
     assert os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))
     assert os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+
+
+def _seeded_trainer(cfg, resume, stop_after=None):
+    from detectron2.utils.env import seed_all_rng
+
+    seed_all_rng(0)
+    trainer = CarDDTrainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    if stop_after:
+        trainer.register_hooks([_StopAfter(stop_after)])
+    return trainer
+
+
+def test_resume_is_bit_identical_with_random_augmentations(synthetic_cardd, tiny_cfg, tmp_path):
+    # range resize (random height per image) + random flips: the resumed half must draw the same augmentations
+    opts = ["SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.STEPS", "(3,)", "DATASETS.TEST", "()",
+            "INPUT.RANGE_RESIZE.ENABLED", "True", "INPUT.RANDOM_FLIP", "horizontal", "SEED", "3"]
+    cfg_a = tiny_cfg(QUICK, *opts, "OUTPUT_DIR", str(tmp_path / "a"))
+    register_datasets_for_cfg(cfg_a, synthetic_cardd["root"])
+    straight = _seeded_trainer(cfg_a, False)
+    straight.train()
+
+    cfg_b = tiny_cfg(QUICK, *opts, "OUTPUT_DIR", str(tmp_path / "b"))
+    with pytest.raises(_Interrupt):
+        _seeded_trainer(cfg_b, False, stop_after=2).train()
+    torch.manual_seed(12345)  # a new process: the global generators are in some other state
+    import numpy as np
+
+    np.random.seed(999)
+    resumed = _seeded_trainer(cfg_b, True)
+    assert resumed.start_iter == 2
+    resumed.train()
+
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert different == [], different
+
+
+def test_checkpoints_carry_the_training_class_names(synthetic_cardd, tiny_cfg, tmp_path):
+    import json
+
+    from cardd_d2.checkpoint.class_names import read_checkpoint_info
+    from cardd_d2.data import register_coco_damage
+
+    names = ["door", "hood", "front_bumper", "rear_bumper", "fender", "damage"]
+    data = json.load(open(synthetic_cardd["json"]["train"]))
+    assert len(data["categories"]) == len(names)
+    for cat, name in zip(sorted(data["categories"], key=lambda c: c["id"]), names):
+        cat["name"] = name
+    json_file = tmp_path / "parts_train.json"
+    json_file.write_text(json.dumps(data))
+    register_coco_damage("parts_train_names", str(json_file), synthetic_cardd["image_dirs"]["train"],
+                         check_images=False)
+    out = tmp_path / "parts"
+    cfg = tiny_cfg(QUICK, "DATASETS.TRAIN", "('parts_train_names',)", "DATASETS.TEST", "()", "SOLVER.MAX_ITER", "2",
+                   "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "1", "OUTPUT_DIR", str(out))
+    trainer = CarDDTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    for f in ("model_0000000.pth", "model_final.pth"):
+        assert read_checkpoint_info(str(out / f)).thing_classes == names
