@@ -6,7 +6,8 @@
   gives no rule; an image without the class would be an all-background sample): by default only images
   that contain at least one instance of the class are kept, for every split; ``keep_empty=True`` keeps all images
   with empty masks instead.
-* Edge maps (``CarDD-XX-Edge``) use :func:`cardd_sod.data.mask_to_edge` (the model package's derivation when present).
+* Edge maps (``CarDD-XX-Edge``, SGL-KRN's contour targets) are the outlines of the same instances' first polygons,
+  drawn as the released generator draws them (:mod:`cardd_sod.data.instance_edges`).
 * Folders and list files as :mod:`cardd_sod.data.layout` describes them.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Iterable, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from .dataset import mask_to_edge
+from ..map_saving import write_map
+from .instance_edges import instance_outline_edges
 from .layout import SOD_SPLITS, coco_split_files, sod_split_dirs, sod_tag
 
 __all__ = ["coco_to_sod", "coco_to_sod_classwise", "coco_root_to_sod", "cardd_coco_sources", "category_slug",
@@ -43,12 +45,16 @@ def _load_coco(json_path: str):
             raise ValueError(f"cannot read COCO json {json_path}: {e}") from e
 
 
+def _image_anns(coco, img_info: dict, cat_ids: Optional[Iterable[int]]) -> list:
+    """The image's annotations (crowd included), restricted to ``cat_ids`` when given."""
+    return coco.loadAnns(coco.getAnnIds(imgIds=[img_info["id"]], catIds=list(cat_ids) if cat_ids is not None else []))
+
+
 def instance_union_mask(coco, img_info: dict, cat_ids: Optional[Iterable[int]] = None) -> np.ndarray:
     """uint8 {0,255} union of the image's instance masks (restricted to ``cat_ids`` when given)."""
     h, w = int(img_info["height"]), int(img_info["width"])
     mask = np.zeros((h, w), np.uint8)
-    ann_ids = coco.getAnnIds(imgIds=[img_info["id"]], catIds=list(cat_ids) if cat_ids is not None else [])
-    for ann in coco.loadAnns(ann_ids):
+    for ann in _image_anns(coco, img_info, cat_ids):
         if not ann.get("segmentation"):
             continue
         try:
@@ -134,10 +140,10 @@ def coco_to_sod(json_path: str, image_dir: str, out_root: str, split: str = "TR"
                                  f"{mask.shape[1]}x{mask.shape[0]}")
         base = os.path.basename(fname)
         _place_image(src, os.path.join(d["image"], base), image_mode)
-        if not cv2.imwrite(os.path.join(d["mask"], stem + ".png"), mask):
-            raise OSError(f"cannot write mask {os.path.join(d['mask'], stem + '.png')}")
+        write_map(os.path.join(d["mask"], stem + ".png"), mask)
         if write_edges:
-            cv2.imwrite(os.path.join(d["edge"], stem + ".png"), mask_to_edge(mask))
+            edge = instance_outline_edges(_image_anns(coco, info, cat_ids), *mask.shape)
+            write_map(os.path.join(d["edge"], stem + ".png"), edge)
             edges_lines.append(f"{rel_img}/{base} {rel_mask}/{stem}.png {rel_edge}/{stem}.png")
         pairs.append(f"{rel_img}/{base} {rel_mask}/{stem}.png")
         names.append(base)

@@ -264,6 +264,12 @@ class CarDDSODDataset(Dataset):
         self.samples = read_sod_split(root, split, require_masks=require_masks)
         if max_images and max_images > 0:
             self.samples = self.samples[: int(max_images)]
+        missing = [s.name for s in self.samples if not s.edge] if self.pp.edges and train else []
+        if missing:
+            warnings.warn(f"{len(missing)} of {len(self.samples)} training images have no edge map in "
+                          f"{sod_split_dirs(root, split)['edge']} (e.g. {missing[0]}): their contour targets are "
+                          "derived from the masks, not the instance outlines the released SGL-KRN trained on "
+                          "(tools/coco_to_sod.py writes those)")
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

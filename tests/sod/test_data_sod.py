@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cardd_sod.data import (CarDDSODDataset, coco_root_to_sod, coco_to_sod, coco_to_sod_classwise, get_preprocess,
-                            load_mask, mask_to_edge, read_sod_split)
+                            load_mask, read_sod_split)
 from cardd_sod.data.layout import sod_split_dirs as split_dirs
 
 
@@ -107,6 +107,9 @@ def test_bad_inputs_name_the_file(syn, tmp_path):
 def test_coco_to_sod_reproduces_generator_layout(syn, tmp_path):
     out = str(tmp_path / "conv")
     res = coco_root_to_sod(syn["coco_root"], out)
+    from pycocotools.coco import COCO
+    from cardd_sod.data.instance_edges import instance_outline_edges
+    cocos = {sp: COCO(syn["json"][name]) for sp, name in (("TR", "train"), ("VAL", "val"), ("TE", "test"))}
     for sp in ("TR", "VAL", "TE"):
         mine, ref = split_dirs(out, sp), split_dirs(syn["sod_root"], sp)
         assert res[sp]["num_images"] == len(os.listdir(ref["mask"]))
@@ -115,7 +118,9 @@ def test_coco_to_sod_reproduces_generator_layout(syn, tmp_path):
             b = cv2.imread(os.path.join(ref["mask"], f), cv2.IMREAD_GRAYSCALE)
             assert np.array_equal(a, b), f
             e = cv2.imread(os.path.join(mine["edge"], f), cv2.IMREAD_GRAYSCALE)
-            assert np.array_equal(e, mask_to_edge(b))
+            img = next(i for i in cocos[sp].dataset["images"] if i["file_name"].startswith(f[:-4] + "."))
+            anns = cocos[sp].loadAnns(cocos[sp].getAnnIds(imgIds=[img["id"]]))
+            assert np.array_equal(e, instance_outline_edges(anns, *b.shape)), f
         lst = "pair_list" if sp == "TR" else "test_list"
         with open(mine[lst]) as f1, open(ref[lst]) as f2:
             assert f1.read() == f2.read()
