@@ -16,14 +16,6 @@ def _version(module_name):
     return getattr(module, "__version__", "unknown version")
 
 
-def detectron2_has_compiled_ops() -> bool:
-    try:
-        from detectron2 import _C  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def deform_backend() -> str:
     from cardd_d2.modeling.layers.deform_conv import deform_backend_info
 
@@ -31,6 +23,8 @@ def deform_backend() -> str:
 
 
 def collect_env_info() -> list:
+    from cardd_d2.modeling.layers.deform_conv import has_detectron2_C
+
     import torch
 
     rows = [
@@ -47,7 +41,7 @@ def collect_env_info() -> list:
     except ImportError:
         pass
     rows += [
-        ("detectron2 compiled _C", "yes" if detectron2_has_compiled_ops() else "no (pure-Python detectron2)"),
+        ("detectron2 compiled _C", "yes" if has_detectron2_C() else "no (pure-Python detectron2)"),
         ("deformable conv backend (auto)", deform_backend()),
         ("CUDA available", str(torch.cuda.is_available())),
     ]

@@ -7,7 +7,7 @@ from detectron2.modeling import build_backbone
 from detectron2.modeling.backbone import resnet as d2_resnet
 
 import cardd_d2
-from cardd_d2.modeling.backbone.resnet import CarddBottleneckBlock
+from cardd_d2.modeling.backbone.resnet import CarDDBottleneckBlock
 from cardd_d2.modeling.layers import ContextBlock, DeformConv, ModulatedDeformConv, has_detectron2_C
 
 FPN_YAML = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"
@@ -38,7 +38,7 @@ def test_dcn_and_gc_blocks_structure():
     assert all(type(b) is d2_resnet.BottleneckBlock for b in _blocks(bb, "res2"))
     for stage, width in (("res3", 128), ("res4", 256), ("res5", 512)):
         for b in _blocks(bb, stage):
-            assert isinstance(b, CarddBottleneckBlock)
+            assert isinstance(b, CarDDBottleneckBlock)
             assert isinstance(b.conv2, DeformConv) and b.conv2.in_channels == width
             assert b.conv2_offset.out_channels == 18 and b.conv2_offset.kernel_size == (3, 3)
             assert b.conv2_offset.stride == b.conv2.stride
@@ -69,7 +69,7 @@ def test_same_as_detectron2_deform_block(monkeypatch, modulated):
     torch.manual_seed(0)
     kw = dict(bottleneck_channels=8, stride=2, norm="BN", deform_modulated=modulated, deform_num_groups=2)
     ref = d2_resnet.DeformBottleneckBlock(16, 32, **kw).eval()
-    ours = CarddBottleneckBlock(16, 32, deform_on=True, deform_backend="torchvision", **kw).eval()
+    ours = CarDDBottleneckBlock(16, 32, deform_on=True, deform_backend="torchvision", **kw).eval()
     ref_sd = ref.state_dict()
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref_sd.items()}
     with torch.no_grad():

@@ -165,13 +165,13 @@ def test_table_ii_ablation_values(name):
 
 
 def _deform_blocks(model):
-    from cardd_d2.modeling.backbone.resnet import CarddBottleneckBlock
+    from cardd_d2.modeling.backbone.resnet import CarDDBottleneckBlock
 
     bottom_up = model.backbone.bottom_up
     out = {}
     for stage in ("res2", "res3", "res4", "res5"):
         blocks = list(getattr(bottom_up, stage).children())
-        out[stage] = [isinstance(b, CarddBottleneckBlock) and hasattr(b, "conv2_offset") for b in blocks]
+        out[stage] = [isinstance(b, CarDDBottleneckBlock) and hasattr(b, "conv2_offset") for b in blocks]
     return out
 
 

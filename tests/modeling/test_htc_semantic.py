@@ -21,12 +21,8 @@ from detectron2.utils.events import EventStorage
 from torchvision.ops import roi_align
 
 from cardd_d2.modeling.roi_heads import HTCROIHeads
-from cardd_d2.modeling.roi_heads.htc_semantic import (
-    HTCRCNN,
-    FusedSemanticHead,
-    ImageListWithSemSeg,
-    SemanticFusionPooler,
-)
+from cardd_d2.modeling.meta_arch import HTCRCNN, ImageListWithSemSeg
+from cardd_d2.modeling.roi_heads.htc_semantic import FusedSemanticHead, SemanticFusionPooler
 from test_cascade_mmdet import (  # noqa: F401  (_event_storage is an autouse fixture)
     CH,
     HTC,
@@ -283,7 +279,7 @@ def _model(tiny_cfg, *opts):
 
 def test_model_pads_stuff_maps_like_the_images(tiny_cfg):
     model = _model(tiny_cfg)
-    assert isinstance(model, HTCRCNN)
+    assert isinstance(model, HTCRCNN) and type(model).__module__ == "cardd_d2.modeling.meta_arch.htc_rcnn"
     model.train()
     inputs = _model_inputs()
     images = model.preprocess_image(inputs)

@@ -11,7 +11,7 @@ Config keys read, besides everything ``build_resnet_backbone`` reads:
 
 How it reuses detectron2 (no ResNet code duplicated).  detectron2's ``DeformBottleneckBlock.__init__``
 instantiates ``detectron2.layers.DeformConv``, which is a dummy that raises when detectron2 has no compiled
-``_C``, so it cannot even be constructed as a base class.  Instead :class:`CarddBottleneckBlock` subclasses the
+``_C``, so it cannot even be constructed as a base class.  Instead :class:`CarDDBottleneckBlock` subclasses the
 plain ``BottleneckBlock``: the parent builds conv1/conv2/conv3/shortcut with detectron2's own layers, then for a
 deformable block conv2 is swapped for a deformable conv of the same geometry (re-using the parent's norm
 module) and a ``conv2_offset`` conv is added.  The parameter names are therefore exactly those of detectron2's
@@ -36,7 +36,7 @@ from ..layers.context_block import ContextBlock
 from ..layers.deform_conv import build_deform_conv, check_deform_backend
 
 __all__ = [
-    "CarddBottleneckBlock",
+    "CarDDBottleneckBlock",
     "build_cardd_resnet_backbone",
     "build_cardd_resnet_fpn_backbone",
 ]
@@ -50,7 +50,7 @@ _BLOCKS_PER_DEPTH = {
 }
 
 
-class CarddBottleneckBlock(BottleneckBlock):
+class CarDDBottleneckBlock(BottleneckBlock):
     """detectron2's bottleneck with optional deformable conv2 (v1 or v2) and an optional GCNet context block.
 
     Extra keyword arguments over ``BottleneckBlock``: ``deform_on``, ``deform_modulated``, ``deform_num_groups``,
@@ -198,7 +198,7 @@ def build_cardd_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
             )
             if deform_on[i] or gc_on[i]:
                 kwargs.update(
-                    block_class=CarddBottleneckBlock,
+                    block_class=CarDDBottleneckBlock,
                     deform_on=deform_on[i],
                     deform_modulated=r.DEFORM_MODULATED,
                     deform_num_groups=r.DEFORM_NUM_GROUPS,

@@ -21,7 +21,7 @@ two off the model is the mmdet-style cascade (same weights -> same outputs).
 Semantic branch (``MODEL.HTC.WITH_SEMANTIC``, off in the CarDD configs: it needs stuff segmentation maps, which CarDD
 does not have): ``self.semantic_head`` is a :class:`~.htc_semantic.FusedSemanticHead` run on the FPN features in
 every forward; in training its loss ``loss_semantic_seg`` is computed against the stuff maps that
-:class:`~.htc_semantic.HTCRCNN` (``MODEL.META_ARCHITECTURE "HTCRCNN"``, required) passes along with the images.
+:class:`cardd_d2.modeling.meta_arch.HTCRCNN` (``MODEL.META_ARCHITECTURE "HTCRCNN"``, required) passes along with the images.
 Its semantic feature is RoIAligned and added to the pooled box and/or mask ROI features of every stage
 (``MODEL.HTC.SEMANTIC_FUSION``) by wrapping ``box_pooler`` / ``mask_pooler`` in
 :class:`~.htc_semantic.SemanticFusionPooler`. See :mod:`.htc_semantic` for the mmdet details.
@@ -40,7 +40,6 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
 from .cascade_mmdet import MMDetCascadeROIHeads
 from .htc_mask_head import InfoFlowMaskHead
 from .htc_semantic import (
-    HTCRCNN,
     NO_STUFF_MAPS_HINT,
     FusedSemanticHead,
     SemanticFusionPooler,
@@ -100,6 +99,8 @@ class HTCROIHeads(MMDetCascadeROIHeads):
 
     @classmethod
     def _init_semantic_branch(cls, cfg, input_shape, ret) -> Dict[str, nn.Module]:
+        from ..meta_arch.htc_rcnn import HTCRCNN  # meta_arch imports roi_heads: import it when needed
+
         arch = cfg.MODEL.META_ARCHITECTURE
         arch_cls = META_ARCH_REGISTRY.get(arch) if arch in META_ARCH_REGISTRY else None
         if not (isinstance(arch_cls, type) and issubclass(arch_cls, HTCRCNN)):

@@ -1,5 +1,5 @@
-"""HTC's optional semantic branch: mmdet 2.x ``FusedSemanticHead``, its fusion into the ROI features, and the
-meta-architecture that hands the ground-truth stuff maps to the ROI heads.
+"""HTC's optional semantic branch: mmdet 2.x ``FusedSemanticHead`` and its fusion into the ROI features (the
+meta-architecture that hands the ground-truth stuff maps to the ROI heads is ``cardd_d2.modeling.meta_arch.HTCRCNN``).
 
 Facts taken from mmdet 2.25 (``mask_heads/fused_semantic_head.py``, ``roi_heads/htc_roi_head.py`` and
 ``configs/htc/htc_r50_fpn_1x_coco.py``):
@@ -20,7 +20,7 @@ Facts taken from mmdet 2.25 (``mask_heads/fused_semantic_head.py``, ``roi_heads/
 
 detectron2 differences: the semantic feature has the channels of the ROI features (256 with FPN, as in mmdet);
 the stuff maps come from detectron2's standard ``dataset_dict["sem_seg"]`` (``DatasetMapper`` reads
-``sem_seg_file_name``) and are padded like the images (:class:`HTCRCNN`).
+``sem_seg_file_name``) and are padded like the images (``HTCRCNN``).
 """
 from __future__ import annotations
 
@@ -32,13 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec
-from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.poolers import ROIPooler
-from detectron2.structures import ImageList
 
-__all__ = ["FusedSemanticHead", "SemanticFusionPooler", "ImageListWithSemSeg", "HTCRCNN", "NO_STUFF_MAPS_HINT"]
+__all__ = ["FusedSemanticHead", "SemanticFusionPooler", "NO_STUFF_MAPS_HINT"]
 
 NO_STUFF_MAPS_HINT = (
     "Set MODEL.HTC.WITH_SEMANTIC False to train HTC without its semantic branch (configs/CarDD/htc_R_*_FPN.yaml), "
@@ -202,71 +199,3 @@ def semantic_fusion(poolers: Sequence[SemanticFusionPooler], feature: torch.Tens
     finally:
         for p in poolers:
             p.semantic_feat = None
-
-
-class ImageListWithSemSeg(ImageList):
-    """The padded image batch plus the stuff maps padded to the same size (``sem_seg`` [N, H, W], long)."""
-
-    def __init__(self, tensor: torch.Tensor, image_sizes: List[Tuple[int, int]], sem_seg: torch.Tensor):
-        super().__init__(tensor, image_sizes)
-        self.sem_seg = sem_seg
-
-
-@META_ARCH_REGISTRY.register()
-class HTCRCNN(GeneralizedRCNN):
-    """GeneralizedRCNN that, in training with ``MODEL.HTC.WITH_SEMANTIC``, batches each input's ``"sem_seg"`` stuff
-    map (padded like the image, with the ignore value) and hands it to the ROI heads with the images
-    (:class:`ImageListWithSemSeg`). Without the semantic branch it behaves exactly like GeneralizedRCNN.
-    """
-
-    @configurable
-    def __init__(self, *, train_datasets: Sequence[str] = (), **kwargs):
-        super().__init__(**kwargs)
-        self.train_datasets = tuple(train_datasets)
-
-    @classmethod
-    def from_config(cls, cfg):
-        ret = super().from_config(cfg)
-        ret["train_datasets"] = tuple(cfg.DATASETS.TRAIN)
-        return ret
-
-    @property
-    def with_semantic(self) -> bool:
-        return bool(getattr(self.roi_heads, "with_semantic", False))
-
-    def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]):
-        images = super().preprocess_image(batched_inputs)
-        if not (self.training and self.with_semantic):
-            return images
-        return ImageListWithSemSeg(images.tensor, images.image_sizes, self.batch_stuff_maps(batched_inputs, images))
-
-    def batch_stuff_maps(self, batched_inputs: List[Dict[str, torch.Tensor]], images: ImageList) -> torch.Tensor:
-        """Stack the inputs' ``sem_seg`` maps, padded with the ignore value to ``images.tensor``'s size."""
-        ignore = self.roi_heads.semantic_head.ignore_value
-        maps = []
-        for i, x in enumerate(batched_inputs):
-            name = x.get("file_name", f"batch item {i}")
-            if "sem_seg" not in x:
-                raise ValueError(
-                    f"MODEL.HTC.WITH_SEMANTIC is on but the training input {name} has no 'sem_seg' stuff map: the "
-                    f"dataset {list(self.train_datasets) or '(DATASETS.TRAIN)'} has no stuff maps "
-                    f"('sem_seg_file_name'; CarDD has none). {NO_STUFF_MAPS_HINT}"
-                )
-            seg = x["sem_seg"]
-            if seg.dim() != 2 or tuple(seg.shape) != tuple(x["image"].shape[-2:]):
-                raise ValueError(
-                    f"{name}: 'sem_seg' has shape {tuple(seg.shape)} but the image is "
-                    f"{tuple(x['image'].shape[-2:])}; the stuff map must be [H, W] at the image size"
-                )
-            maps.append(self._move_to_current_device(seg).long())
-        padded = ImageList.from_tensors(
-            maps,
-            self.backbone.size_divisibility,
-            pad_value=float(ignore),
-            padding_constraints=self.backbone.padding_constraints,
-        ).tensor
-        if padded.shape[-2:] != images.tensor.shape[-2:]:  # pragma: no cover - same sizes, same padding
-            raise RuntimeError(
-                f"padded stuff maps {tuple(padded.shape)} do not match images {tuple(images.tensor.shape)}"
-            )
-        return padded
