@@ -42,8 +42,10 @@ def parse_args(argv=None):
 
 def dataset_root(args) -> str:
     """A real CarDD copy from $CARDD_DATASETS when it has CarDD_COCO, else the (re)generated synthetic set."""
+    from cardd_sod.data.layout import COCO_DIR
+
     real = os.environ.get("CARDD_DATASETS")
-    if real and os.path.isdir(os.path.join(real, "CarDD_COCO")):
+    if real and os.path.isdir(os.path.join(real, COCO_DIR)):
         print(f"[quickstart] using the CarDD copy at {real} ($CARDD_DATASETS)")
         return real
     from cardd_d2.data.synthetic import make_synthetic_cardd

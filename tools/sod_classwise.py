@@ -12,7 +12,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cardd_sod.classwise import run_classwise  # noqa: E402
-from cardd_sod.data import cardd_coco_sources  # noqa: E402
+from cardd_sod.data import cardd_coco_sources, layout  # noqa: E402
 
 
 def main(argv=None):
@@ -32,8 +32,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.coco_root:
         root = args.coco_root
-        if os.path.isdir(os.path.join(root, "CarDD_COCO")):
-            root = os.path.join(root, "CarDD_COCO")
+        if os.path.isdir(os.path.join(root, layout.COCO_DIR)):
+            root = os.path.join(root, layout.COCO_DIR)
         sources = cardd_coco_sources(root, ["TR", "TE"])
     else:
         if not all([args.train_json, args.train_images, args.test_json, args.test_images]):

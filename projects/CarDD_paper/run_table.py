@@ -32,13 +32,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from cardd_sod.data.layout import COCO_DIR, DATASET_NAMES, coco_split_files
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_DIR = os.path.join(REPO_ROOT, "configs", "CarDD")
 TRAIN_NET = os.path.join(REPO_ROOT, "tools", "train_net.py")
 CHALLENGING_TOOL = os.path.join(REPO_ROOT, "tools", "challenging_setting.py")
 
 TABLES = ("II", "III", "IV", "V", "VI")
-DEFAULT_TEST_DATASET = "cardd_test"
+DEFAULT_TEST_DATASET = DATASET_NAMES["test"]
 
 
 @dataclass
@@ -285,11 +287,11 @@ def run_table_vi(args) -> int:
         problems.append("--undamaged-dir (the 500 undamaged test images) is needed")
     if problems:
         raise SystemExit("Table VI: " + "; ".join(problems))
-    coco = os.path.join(root, "CarDD_COCO")
+    test_json, test_images = coco_split_files(os.path.join(root, COCO_DIR), ["test"])["test"]
     cmd = [args.python, CHALLENGING_TOOL, "--config-file", os.path.join(CONFIG_DIR, dcn_plus.config),
            "--weights", weights,
-           "--test-json", os.path.join(coco, "annotations", "instances_test2017.json"),
-           "--image-root", os.path.join(coco, "test2017"), "--undamaged-dir", args.undamaged_dir,
+           "--test-json", test_json,
+           "--image-root", test_images, "--undamaged-dir", args.undamaged_dir,
            "--max-undamaged", "500", "--output", os.path.join(args.output, "table_VI")]
     if args.classifier_weights:
         cmd += ["--classifier-weights", args.classifier_weights]

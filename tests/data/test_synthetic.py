@@ -139,3 +139,30 @@ def test_bad_arguments(tmp_path):
         make_synthetic_cardd(str(tmp_path), num_images=(1, 1, 1), image_size=(8, 8))
     with pytest.raises(ValueError, match="num_images"):
         make_synthetic_cardd(str(tmp_path), num_images=(1, 1))
+
+
+def test_own_classes_plain_coco_layout_ids_from_zero(tmp_path):
+    """make_synthetic_coco: custom names, every id from 0, the same pictures as the CarDD set of that seed."""
+    from cardd_d2.data import validate_coco_json
+    from cardd_d2.data.synthetic import make_synthetic_coco
+
+    names = ["dent", "scrape", "crack", "window", "light", "tyre"]
+    info = make_synthetic_coco(str(tmp_path / "own"), names, num_images=(3, 1, 2), image_size=(256, 192), seed=4)
+    cardd = make_synthetic_cardd(str(tmp_path / "cardd"), num_images=(3, 1, 2), image_size=(256, 192), seed=4,
+                                 write_sod=False)
+    assert info["json"]["train"] == str(tmp_path / "own" / "annotations" / "train.json")
+    train = json.load(open(info["json"]["train"]))
+    assert [c["id"] for c in train["categories"]] == list(range(6))
+    assert [c["name"] for c in train["categories"]] == names
+    assert train["images"][0]["id"] == 0 and train["annotations"][0]["id"] == 0
+    assert validate_coco_json(info["json"]["train"], info["image_dirs"]["train"]).ok
+    ref = json.load(open(cardd["json"]["train"]))
+    assert [a["category_id"] + 1 for a in train["annotations"]] == [a["category_id"] for a in ref["annotations"]]
+    assert [a["segmentation"] for a in train["annotations"]] == [a["segmentation"] for a in ref["annotations"]]
+    for own_im, ref_im in zip(train["images"], ref["images"]):
+        own = open(os.path.join(info["image_dirs"]["train"], own_im["file_name"]), "rb").read()
+        assert own == open(os.path.join(cardd["image_dirs"]["train"], ref_im["file_name"]), "rb").read()
+    test = json.load(open(info["json"]["test"]))
+    assert test["images"][0]["id"] == 4  # ids run on across the splits: train 0-2, val 3, test 4-5
+    with pytest.raises(ValueError, match="distinct"):
+        make_synthetic_coco(str(tmp_path / "x"), names + ["seventh"])
