@@ -34,8 +34,8 @@ sys.path.insert(0, REPO_ROOT)
 import torch  # noqa: E402
 
 from cardd_sod import build_sod_loss, build_sod_model  # noqa: E402
-from cardd_sod.losses import mask_to_edge  # noqa: E402
-from cardd_sod.models import SOD_MODEL_SPECS  # noqa: E402
+from cardd_sod.data.edges import mask_to_edge  # noqa: E402
+from cardd_sod.models import get_sod_spec  # noqa: E402
 from cardd_sod.models.csnet import csnet_param_groups  # noqa: E402
 
 # name -> training batch, training size, inference size, Adam settings (paper Table VII / reference scripts)
@@ -126,7 +126,7 @@ def _time(fn, device, warmup, reps):
 def _inputs(name, batch, size, device, gen):
     h, w = size
     x = torch.randn(batch, 3, h, w, generator=gen)
-    if SOD_MODEL_SPECS[name]["expects_0_255"]:
+    if get_sod_spec(name).expects_0_255:
         x = x * 50.0
     y = torch.zeros(batch, 1, h, w)
     y[:, :, h // 4: 3 * h // 4, w // 3: 2 * w // 3] = 1.0
@@ -144,7 +144,7 @@ def bench_train(name, model, cfg, device, precision, args, gen):
     x, y = _inputs(name, cfg["batch"], cfg["train_size"], device, gen)
     edge = mask_to_edge(y) if name == "sgl_krn" else None
     model.train()
-    loss_fn = build_sod_loss(SOD_MODEL_SPECS[name]["loss"], **({"model": model} if name == "csnet" else {}))
+    loss_fn = build_sod_loss(get_sod_spec(name).loss)
     if name == "csnet":
         opt = torch.optim.Adam(csnet_param_groups(model, cfg["lr"], cfg["wd"]), lr=cfg["lr"], betas=(0.9, 0.99))
     else:
@@ -158,7 +158,7 @@ def bench_train(name, model, cfg, device, precision, args, gen):
         opt.zero_grad(set_to_none=True)
         with _amp_ctx(device, precision, args.amp_dtype):
             out = model(x)
-        loss, _ = loss_fn(out, y, edge)
+        loss, _ = loss_fn(out, y, edge, model=model)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.step(opt)

@@ -77,7 +77,7 @@ _C.SOLVER.BATCH_SIZE = 1
 _C.SOLVER.EPOCHS = 1
 _C.SOLVER.LR_STEPS = ()          # epochs after which the lr is multiplied by GAMMA
 _C.SOLVER.GAMMA = 0.1
-_C.SOLVER.ITER_SIZE = 1          # gradient accumulation: optimizer step every ITER_SIZE batches
+_C.SOLVER.ITER_SIZE = 0          # gradient accumulation: optimizer step every ITER_SIZE batches; 0 = the model spec's
 _C.SOLVER.MAX_ITER = 0           # > 0: stop after this many optimizer steps (tiny runs)
 _C.SOLVER.CLIP_GRAD_NORM = 0.0
 _C.SOLVER.AMP = ""               # "" (fp32, as the paper) | "bf16" | "fp16" (fp16 uses a GradScaler; CUDA only)

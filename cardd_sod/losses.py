@@ -1,6 +1,6 @@
 """Training losses of the SOD models, as the reference training scripts compute them.
 
-``build_sod_loss(name, **kwargs)`` returns a callable ``loss(outputs, target, edge=None, **kw) -> (total, terms)``
+``build_sod_loss(name, **kwargs)`` returns a callable ``loss(outputs, target, edge=None, model=None) -> (total, terms)``
 where ``outputs`` is the model's forward output, ``target`` the GT saliency map [B, 1, H, W] in [0, 1] and
 ``terms`` a dict of detached 0-dim tensors (for logging).  Losses always run in float32 with autocast disabled
 (``binary_cross_entropy`` on probabilities is not autocast-safe).
@@ -9,7 +9,7 @@ where ``outputs`` is the model's forward output, ``target`` the GT saliency map 
 * ``poolnet``: BCE-with-logits summed over pixels, divided by ``iter_size * batch`` (iter_size 10: the reference
   accumulates gradients over 10 images before an optimizer step; the accumulation itself is the trainer's job).
 * ``sgl_krn``: [2 (BCE+IoU)(final) + (BCE+IoU)(merged solid) + sum_k ((BCE+IoU)(solid_k) + bce2d(contour_k, edge))]
-  / (iter_size * batch); ``edge`` defaults to :func:`mask_to_edge` of the target.
+  / (iter_size * batch); ``edge`` defaults to :func:`cardd_sod.data.edges.mask_to_edge` of the target.
 * ``csnet``: BCE-with-logits (mean) + 3.0 x :func:`~cardd_sod.models.csnet.csnet_dynamic_weight_decay` of the
   model (pass ``model=`` when building or calling; ``dwd_weight=0`` disables the term).
 """
@@ -17,40 +17,18 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .data.edges import mask_to_edge
 from .models.csnet import csnet_dynamic_weight_decay
 
-__all__ = ["build_sod_loss", "list_sod_losses", "mask_to_edge", "iou_loss", "bce2d", "SODLoss"]
+__all__ = ["build_sod_loss", "list_sod_losses", "register_sod_loss", "iou_loss", "bce2d", "SODLoss"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------------------
-def mask_to_edge(mask, threshold: float = 0.5):
-    """Edge map of a saliency mask: the 2-px band where the binarised mask changes (3x3 dilation minus 3x3
-    erosion, pixels outside the image counting as background), values in {0, 1}.
-
-    The reference's edge files were rasterised from the annotation polygons (each outline drawn at floor and ceil
-    of the exact boundary: a line about 2 px wide straddling the object border); this derives the same kind of
-    band from the mask.  ``mask``: torch tensor or numpy array of shape [H, W], [1, H, W] or [B, 1, H, W] with
-    values in [0, 1] (foreground > ``threshold``).  Returns the same type and shape, float32.
-    """
-    is_np = isinstance(mask, np.ndarray)
-    t = torch.from_numpy(np.ascontiguousarray(mask)) if is_np else mask
-    if not torch.is_tensor(t) or t.dim() not in (2, 3, 4) or (t.dim() >= 3 and t.shape[-3] != 1):
-        shape = tuple(t.shape) if torch.is_tensor(t) else type(mask).__name__
-        raise ValueError(f"mask_to_edge: expected a mask of shape [H, W], [1, H, W] or [B, 1, H, W], got {shape}")
-    shape = t.shape
-    b = (t.reshape(-1, 1, shape[-2], shape[-1]).float() > threshold).float()
-    dil = F.max_pool2d(b, 3, 1, 1)
-    ero = -F.max_pool2d(-F.pad(b, (1, 1, 1, 1), value=0.0), 3, 1, 0)
-    edge = (dil - ero).reshape(shape)
-    return edge.numpy().astype(np.float32) if is_np else edge
-
-
 def iou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of 1 - sum(p t) / (sum(t) + sum(p) - sum(p t)) (SGL-KRN's IoU loss)."""
     inter = (pred * target).flatten(1).sum(1)
@@ -94,9 +72,17 @@ def _check_target(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
 # losses
 # ----------------------------------------------------------------------------------------------------------------
 class SODLoss:
-    """Base: runs ``compute`` in float32 with autocast off and returns (total, detached terms)."""
+    """Base: runs ``compute`` in float32 with autocast off and returns (total / iter_size, detached terms).
+
+    ``iter_size``: images whose gradients are accumulated before one optimizer step; each image's loss is divided
+    by it so that the accumulated gradient is their mean (the release's PoolNet / SGL-KRN rule)."""
 
     name = "sod"
+
+    def __init__(self, iter_size: int = 1):
+        if int(iter_size) < 1:
+            raise ValueError(f"{self.name} loss: iter_size must be >= 1, got {iter_size}")
+        self.iter_size = int(iter_size)
 
     def __call__(self, outputs, target: torch.Tensor, edge: Optional[torch.Tensor] = None, **kwargs
                  ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
@@ -109,7 +95,7 @@ class SODLoss:
             target = target.float()
             edge = None if edge is None else edge.float()
             total, terms = self.compute(outputs, target, edge, **kwargs)
-        return total, {k: v.detach() for k, v in terms.items()}
+        return total / self.iter_size, {k: v.detach() for k, v in terms.items()}
 
     def compute(self, outputs, target, edge, **kwargs):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -131,21 +117,20 @@ class PoolNetLoss(SODLoss):
     name = "poolnet"
 
     def __init__(self, iter_size: int = 10):
-        self.iter_size = int(iter_size)
+        super().__init__(iter_size)
 
     def compute(self, outputs, target, edge, **kwargs):
         (logits,) = _as_outputs(outputs, 1, self.name)
         _check_target(logits, target, self.name)
         bce_sum = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
-        total = bce_sum / (self.iter_size * target.shape[0])
-        return total, {"bce_sum": bce_sum}
+        return bce_sum / target.shape[0], {"bce_sum": bce_sum}
 
 
 class SGLKRNLoss(SODLoss):
     name = "sgl_krn"
 
     def __init__(self, iter_size: int = 10):
-        self.iter_size = int(iter_size)
+        super().__init__(iter_size)
 
     def compute(self, outputs, target, edge, **kwargs):
         outs = _as_outputs(outputs, 10, self.name)
@@ -158,14 +143,14 @@ class SGLKRNLoss(SODLoss):
             terms[f"solid{k}"] = _bce_iou(outs[2 * k], target)
             terms[f"contour{k}"] = bce2d(outs[2 * k + 1], edge)
         total = (2.0 * terms["final"] + sum(v for n, v in terms.items() if n != "final"))
-        total = total / (self.iter_size * target.shape[0])
-        return total, terms
+        return total / target.shape[0], terms
 
 
 class CSNetLoss(SODLoss):
     name = "csnet"
 
-    def __init__(self, model=None, dwd_weight: float = 3.0, flop_expand: float = 1.0):
+    def __init__(self, model=None, dwd_weight: float = 3.0, flop_expand: float = 1.0, iter_size: int = 1):
+        super().__init__(iter_size)
         self.model = model
         self.dwd_weight = float(dwd_weight)
         self.flop_expand = float(flop_expand)
@@ -196,6 +181,13 @@ _LOSSES: Dict[str, Callable[..., SODLoss]] = {
 }
 
 
+def register_sod_loss(name: str, factory: Callable[..., SODLoss]) -> None:
+    """Make ``factory(iter_size=..., **kwargs)`` available as ``build_sod_loss(name)`` (a model spec's ``loss``)."""
+    if name in _LOSSES:
+        raise KeyError(f"SOD loss {name!r} is already registered")
+    _LOSSES[name] = factory
+
+
 def list_sod_losses():
     return sorted(_LOSSES)
 
@@ -203,7 +195,8 @@ def list_sod_losses():
 def build_sod_loss(name: str, **kwargs) -> SODLoss:
     """Loss for SOD model ``name`` (same names as :func:`cardd_sod.models.build_sod_model`).
 
-    kwargs: ``iter_size`` (poolnet, sgl_krn; default 10), ``model`` / ``dwd_weight`` / ``flop_expand`` (csnet).
+    kwargs: ``iter_size`` (default 10 for poolnet / sgl_krn, else 1), ``model`` / ``dwd_weight`` / ``flop_expand``
+    (csnet).  Calls take ``(outputs, target, edge=None, model=None)``.
     """
     key = str(name).lower()
     if key not in _LOSSES:

@@ -12,39 +12,28 @@ single-channel (or grey RGB) image of exactly the image's size.  Masks with valu
 JPEG artefacts) are binarised with ``> 128`` with a warning naming the file, or rejected when ``strict_masks=True``.
 A 0/1 mask (max value 1) is read as foreground = 1, with a warning.
 
-Preprocessing presets follow the authors' released training code (see /work/shared/spec/sod.md):
-``csnet`` (224x224, RGB/255, ImageNet mean/std, random crop 0-14 px per side then back to 224, random lr-or-ud flip,
-soft bilinear GT), ``poolnet`` / ``sgl_krn`` (full resolution, BGR minus caffe means, horizontal flip, GT/255; SGL-KRN
-also returns edge maps and, as its release does per the model package's SPEC, rotates by U(-25, 25) deg with
-p=0.5), ``u2net`` / ``u2netp`` (320x320, train random crop 288, vertical flip p=0.5, image/max then ImageNet
-mean/std, nearest-resized GT / max).  tests/sod/test_train_sod.py checks them against ``SOD_MODEL_SPECS``.
-Random augmentation draws from a generator seeded with
-``(seed, epoch, index)`` so data order and augmentation are identical across resumes and worker counts.
+Preprocessing is a model spec's :class:`~cardd_sod.data.preprocess.PreprocessSpec` (``get_sod_spec(name).preprocess``).
+Random augmentation draws from a generator seeded with ``(seed, epoch, index)`` so data order and augmentation are identical across resumes and worker counts.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import warnings
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .edges import mask_to_edge
 from .layout import sod_split_dirs
+from .preprocess import PreprocessSpec, preprocess_sample
 
-__all__ = [
-    "SODSample", "PreprocessSpec", "PREPROCESS_PRESETS", "get_preprocess",
-    "read_sod_split", "load_image", "load_mask", "mask_to_edge", "CarDDSODDataset", "sod_collate",
-    "IMAGE_EXTS",
-]
+__all__ = ["SODSample", "read_sod_split", "load_image", "load_mask", "CarDDSODDataset", "sod_collate", "IMAGE_EXTS"]
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CAFFE_BGR_MEAN = (104.00699, 116.66877, 122.67892)
 
 
 @dataclasses.dataclass
@@ -153,102 +142,6 @@ def load_mask(path: str, strict: bool = False, expected_hw: Optional[tuple] = No
     return (raw > 128).astype(np.uint8) * 255
 
 
-def _fallback_mask_to_edge(mask: np.ndarray) -> np.ndarray:
-    m = (mask > 128).astype(np.uint8)
-    k = np.ones((3, 3), np.uint8)
-    edge = cv2.dilate(m, k) - cv2.erode(m, k)
-    return (edge > 0).astype(np.uint8) * 255
-
-
-def mask_to_edge(mask: np.ndarray) -> np.ndarray:
-    """Edge map (uint8, 255 on mask boundaries) from a binary mask.
-
-    Uses the model package's ``mask_to_edge`` when it exists (the same derivation SGL-KRN's loss expects), else a
-    3x3 morphological gradient."""
-    fn = _model_mask_to_edge()
-    if fn is None:
-        return _fallback_mask_to_edge(mask)
-    out = fn(mask)
-    if isinstance(out, torch.Tensor):
-        out = out.detach().cpu().numpy()
-    out = np.asarray(out).squeeze()
-    if out.dtype != np.uint8 or out.max() <= 1:
-        out = (out > 0.5 * (255 if out.max() > 1 else 1)).astype(np.uint8) * 255
-    return out
-
-
-def _model_mask_to_edge() -> Optional[Callable]:
-    try:
-        from ..losses import mask_to_edge as fn  # the model package's derivation (SGL-KRN loss)
-    except Exception:
-        return None
-    return fn
-
-
-# ----------------------------------------------------------------------------------------------- preprocessing
-@dataclasses.dataclass(frozen=True)
-class PreprocessSpec:
-    size: Optional[tuple] = None          # (H, W) resize; None = full resolution
-    resize: str = "skimage"               # skimage (order-1, anti-aliased) | cv2
-    label_resize: str = "bilinear"        # bilinear (soft labels) | nearest
-    crop: Optional[tuple] = None          # train random crop (H, W) after resize (U2-Net)
-    side_crop: int = 0                    # train: crop 0..side_crop px per side, then resize back (CSNet)
-    hflip: float = 0.0                    # train flip probabilities
-    vflip: float = 0.0
-    flip_lr_or_ud: float = 0.0            # CSNet: with this probability flip, lr or ud with equal chance
-    rotate_deg: float = 0.0               # train: with probability rotate_p rotate by U(-deg, deg) (SGL-KRN release)
-    rotate_p: float = 0.0
-    color: str = "rgb"                    # rgb | bgr
-    scale: str = "255"                    # 255 (x/255) | max (x/max(x), U2-Net) | none (raw 0..255)
-    mean: tuple = IMAGENET_MEAN
-    std: tuple = IMAGENET_STD
-    label_scale: str = "255"              # 255 | max
-    edges: bool = False                   # also return edge maps (SGL-KRN)
-    max_size: int = 0                     # full resolution: cap the longer side (0 = off)
-    save_rule: str = ""                   # test: how maps are written (cardd_sod.map_saving.SAVE_RULES)
-
-
-PREPROCESS_PRESETS: dict[str, PreprocessSpec] = {
-    "csnet": PreprocessSpec(size=(224, 224), resize="skimage", label_resize="bilinear", side_crop=14,
-                            flip_lr_or_ud=0.5, save_rule="skimage_floor"),
-    "poolnet": PreprocessSpec(size=None, hflip=0.5, color="bgr", scale="none", mean=CAFFE_BGR_MEAN,
-                              std=(1.0, 1.0, 1.0), save_rule="cv2_round"),
-    "sgl_krn": PreprocessSpec(size=None, hflip=0.5, color="bgr", scale="none", mean=CAFFE_BGR_MEAN,
-                              std=(1.0, 1.0, 1.0), edges=True, rotate_deg=25.0, rotate_p=0.5,
-                              save_rule="cv2_round"),
-    "u2net": PreprocessSpec(size=(320, 320), resize="skimage", label_resize="nearest", crop=(288, 288), vflip=0.5,
-                            scale="max", label_scale="max", save_rule="minmax_pil"),
-}
-PREPROCESS_PRESETS["u2netp"] = PREPROCESS_PRESETS["u2net"]
-
-
-def get_preprocess(name: str, **overrides) -> PreprocessSpec:
-    key = name.lower()
-    if key not in PREPROCESS_PRESETS:
-        raise KeyError(f"no preprocessing preset {name!r}; known: {sorted(PREPROCESS_PRESETS)}")
-    overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(PREPROCESS_PRESETS[key], **overrides)
-
-
-def _resize_image(img: np.ndarray, hw: tuple, method: str) -> np.ndarray:
-    """float32 image resized to (H, W)."""
-    if tuple(img.shape[:2]) == tuple(hw):
-        return img.astype(np.float32)
-    if method == "skimage":
-        from skimage.transform import resize
-        return resize(img.astype(np.float64), hw, order=1, mode="constant", preserve_range=True,
-                      anti_aliasing=True).astype(np.float32)
-    return cv2.resize(img.astype(np.float32), (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
-
-
-def _resize_label(lbl: np.ndarray, hw: tuple, method: str) -> np.ndarray:
-    if tuple(lbl.shape[:2]) == tuple(hw):
-        return lbl.astype(np.float32)
-    if method == "nearest":
-        return cv2.resize(lbl.astype(np.float32), (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
-    return cv2.resize(lbl.astype(np.float32), (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
-
-
 class CarDDSODDataset(Dataset):
     """DUTS-style CarDD SOD split as tensors for one model family.
 
@@ -256,10 +149,12 @@ class CarDDSODDataset(Dataset):
     "name": stem, "orig_size": (H0, W0), "index": i}``.
     """
 
-    def __init__(self, root: str, split: str, preprocess: PreprocessSpec | str, train: bool = False,
+    def __init__(self, root: str, split: str, preprocess: PreprocessSpec, train: bool = False,
                  seed: int = 0, strict_masks: bool = False, max_images: int = 0, require_masks: bool = True):
         self.root, self.split, self.train, self.seed = root, split, train, int(seed)
-        self.pp = get_preprocess(preprocess) if isinstance(preprocess, str) else preprocess
+        if not isinstance(preprocess, PreprocessSpec):
+            raise TypeError(f"preprocess must be a PreprocessSpec (a model spec's .preprocess), got {preprocess!r}")
+        self.pp = preprocess
         self.strict_masks = strict_masks
         self.samples = read_sod_split(root, split, require_masks=require_masks)
         if max_images and max_images > 0:
@@ -291,91 +186,16 @@ class CarDDSODDataset(Dataset):
             if s.edge:
                 edge = load_mask(s.edge, False, (h0, w0))
             else:
-                edge = mask_to_edge(mask)
+                edge = (mask_to_edge(mask) * 255).astype(np.uint8)
         return self._transform(img, mask, edge, s, index, (h0, w0))
 
     def _transform(self, img, mask, edge, s, index, orig_hw):
-        pp, rng = self.pp, self._rng(index)
-        img = img.astype(np.float32)
-        lbl = mask.astype(np.float32)
-        edg = edge.astype(np.float32) if edge is not None else None
-        if pp.label_scale == "max":
-            lbl = lbl / lbl.max() if lbl.max() > 1e-6 else lbl
-        else:
-            lbl = lbl / 255.0
-        if edg is not None:
-            edg = edg / 255.0
-        if pp.size is not None:
-            img = _resize_image(img, pp.size, pp.resize)
-            lbl = _resize_label(lbl, pp.size, pp.label_resize)
-            if edg is not None:
-                edg = _resize_label(edg, pp.size, "nearest")
-        elif pp.max_size and max(img.shape[:2]) > pp.max_size:
-            r = pp.max_size / max(img.shape[:2])
-            hw = (max(1, round(img.shape[0] * r)), max(1, round(img.shape[1] * r)))
-            img = _resize_image(img, hw, "cv2")
-            lbl = _resize_label(lbl, hw, "bilinear")
-            if edg is not None:
-                edg = _resize_label(edg, hw, "nearest")
-        maps = [lbl] + ([edg] if edg is not None else [])
-        if self.train:
-            img, maps = self._augment(img, maps, rng)
-        # colour / normalisation
-        if pp.color == "bgr":
-            img = img[:, :, ::-1]  # mean / std are given in the preset's channel order
-        if pp.scale == "max":
-            m = img.max()
-            img = img / m if m > 0 else img
-        elif pp.scale == "255":
-            img = img / 255.0
-        img = (img - np.asarray(pp.mean, np.float32)) / np.asarray(pp.std, np.float32)
-        out = {
-            "image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)),
-            "mask": torch.from_numpy(np.ascontiguousarray(np.clip(maps[0], 0, 1)[None], dtype=np.float32)),
-            "name": s.name,
-            "orig_size": tuple(int(v) for v in orig_hw),
-            "index": int(index),
-        }
-        if edg is not None:
-            out["edge"] = torch.from_numpy(np.ascontiguousarray((maps[1] > 0.5)[None], dtype=np.float32))
+        image, mask, edge = preprocess_sample(self.pp, img, mask, edge, self._rng(index), self.train)
+        out = {"image": torch.from_numpy(image), "mask": torch.from_numpy(mask), "name": s.name,
+               "orig_size": tuple(int(v) for v in orig_hw), "index": int(index)}
+        if edge is not None:
+            out["edge"] = torch.from_numpy(edge)
         return out
-
-    def _augment(self, img, maps, rng):
-        pp = self.pp
-        h, w = img.shape[:2]
-        if pp.side_crop > 0:
-            t, b, l, r = (int(v) for v in rng.integers(0, pp.side_crop + 1, size=4))
-            if h - t - b >= 2 and w - l - r >= 2:
-                img = img[t:h - b, l:w - r]
-                maps = [m[t:h - b, l:w - r] for m in maps]
-                img = _resize_image(img, (h, w), "cv2")
-                maps = [_resize_label(m, (h, w), pp.label_resize) for m in maps]
-        if pp.crop is not None:
-            ch, cw = pp.crop
-            if h < ch or w < cw:
-                raise ValueError(f"crop {pp.crop} larger than the resized image {(h, w)}")
-            top = int(rng.integers(0, h - ch + 1))
-            left = int(rng.integers(0, w - cw + 1))
-            img = img[top:top + ch, left:left + cw]
-            maps = [m[top:top + ch, left:left + cw] for m in maps]
-        if pp.hflip > 0 and rng.random() < pp.hflip:
-            img, maps = img[:, ::-1], [m[:, ::-1] for m in maps]
-        if pp.vflip > 0 and rng.random() < pp.vflip:
-            img, maps = img[::-1], [m[::-1] for m in maps]
-        if pp.rotate_p > 0 and rng.random() < pp.rotate_p:
-            angle = float(rng.uniform(-pp.rotate_deg, pp.rotate_deg))
-            hh, ww = img.shape[:2]
-            rot = cv2.getRotationMatrix2D(((ww - 1) / 2.0, (hh - 1) / 2.0), angle, 1.0)
-            img = cv2.warpAffine(np.ascontiguousarray(img), rot, (ww, hh), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            maps = [cv2.warpAffine(np.ascontiguousarray(m), rot, (ww, hh), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0) for m in maps]
-        if pp.flip_lr_or_ud > 0 and rng.random() < pp.flip_lr_or_ud:
-            if rng.random() < 0.5:
-                img, maps = img[:, ::-1], [m[:, ::-1] for m in maps]
-            else:
-                img, maps = img[::-1], [m[::-1] for m in maps]
-        return img, maps
 
 
 def sod_collate(batch: list[dict]) -> dict:

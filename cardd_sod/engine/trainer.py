@@ -1,9 +1,10 @@
 """Epoch-based SOD trainer (Adam + step schedule, gradient accumulation, exact resume, TensorBoard, AMP).
 
 Schedules follow the paper's Table VII (see configs/SOD/*.yaml): the lr is multiplied by ``SOLVER.GAMMA`` after each
-epoch listed in ``SOLVER.LR_STEPS`` (``MultiStepLR`` stepped once per epoch).  With ``SOLVER.ITER_SIZE = k`` each
-batch's loss is divided by k and the optimizer steps every k batches (PoolNet/SGL-KRN: 10 images of batch 1); as in
-the reference, an unfinished accumulation carries over into the next epoch (and into the checkpoint).
+epoch listed in ``SOLVER.LR_STEPS`` (``MultiStepLR`` stepped once per epoch).  With an accumulation count k (the
+model spec's ``iter_size``, or ``SOLVER.ITER_SIZE`` when > 0) each batch's loss is divided by k and the optimizer steps
+every k batches (PoolNet / SGL-KRN: 10 images of batch 1); an unfinished accumulation carries over into the next
+epoch (and into the checkpoint).
 
 Exact resume: checkpoints (every ``SOLVER.CHECKPOINT_PERIOD`` epochs, at epoch ends) hold model, optimizer,
 scheduler, GradScaler, epoch / iteration counters, pending accumulated gradients and the torch / numpy / python / CUDA
@@ -15,7 +16,7 @@ CUDA only).  Losses are always computed from the model outputs cast to fp32.
 """
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import logging
 import os
 import random
@@ -26,14 +27,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from tqdm import tqdm
+
 from ..config import CfgNode
-from ..data import CarDDSODDataset, get_preprocess, sod_collate
+from ..data import CarDDSODDataset, PreprocessSpec, sod_collate
 from ..data.layout import sod_split_dirs
+from ..losses import build_sod_loss
 from ..map_saving import SAVE_RULES, saliency_to_uint8, write_map
 from ..metrics import evaluate_saliency, write_results
+from ..models import build_sod_model, get_sod_spec
 
-__all__ = ["SODTrainer", "EpochShuffleSampler", "build_preprocess", "build_loss_for", "model_kwargs",
-           "predict_saliency_maps", "resolve_device"]
+__all__ = ["SODTrainer", "EpochShuffleSampler", "build_preprocess", "model_kwargs", "predict_saliency_maps",
+           "resolve_device"]
 
 logger = logging.getLogger("cardd_sod.engine")
 
@@ -67,8 +72,9 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def build_preprocess(cfg: CfgNode):
-    name = cfg.INPUT.PRESET or ("csnet" if cfg.MODEL.NAME == "tiny" else cfg.MODEL.NAME)
+def build_preprocess(cfg: CfgNode) -> PreprocessSpec:
+    """The preprocessing of MODEL.NAME's spec (or of INPUT.PRESET's model) with the INPUT overrides applied."""
+    pp = get_sod_spec(cfg.INPUT.PRESET or cfg.MODEL.NAME).preprocess
     kw = {}
     if cfg.INPUT.SIZE is not None:
         kw["size"] = tuple(cfg.INPUT.SIZE) if cfg.INPUT.SIZE else None
@@ -76,8 +82,16 @@ def build_preprocess(cfg: CfgNode):
         kw["crop"] = tuple(cfg.INPUT.CROP) if cfg.INPUT.CROP else None
     if cfg.INPUT.MAX_SIZE:
         kw["max_size"] = int(cfg.INPUT.MAX_SIZE)
-    import dataclasses
-    return dataclasses.replace(get_preprocess(name), **kw)
+    return dataclasses.replace(pp, **kw)
+
+
+def _open_writer(log_dir: str, purge_step: int):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:  # tensorboard is optional: keep training
+        logger.warning("TensorBoard disabled: %s", e)
+        return None
+    return SummaryWriter(log_dir, purge_step=purge_step or None)
 
 
 def _amp_dtype(amp: str, device: torch.device):
@@ -133,9 +147,8 @@ def predict_saliency_maps(model, dataset: CarDDSODDataset, out_dir: str, device:
 def model_kwargs(cfg: CfgNode) -> dict:
     """Constructor arguments for MODEL.NAME: MODEL.KWARGS, plus ``backbone_weights=MODEL.BACKBONE_WEIGHTS`` for
     models with an ImageNet backbone unless MODEL.WEIGHTS gives the whole model."""
-    from ..models import SOD_MODEL_SPECS
-    kw = dict(cfg.MODEL.KWARGS or {})
-    if not SOD_MODEL_SPECS.get(cfg.MODEL.NAME.lower(), {}).get("imagenet_backbone"):
+    kw = dict(cfg.MODEL.KWARGS)
+    if not get_sod_spec(cfg.MODEL.NAME).imagenet_backbone:
         return kw
     if "backbone_weights" in kw:
         raise ValueError("MODEL.KWARGS.backbone_weights: set MODEL.BACKBONE_WEIGHTS instead")
@@ -149,62 +162,38 @@ def model_kwargs(cfg: CfgNode) -> dict:
     return kw
 
 
-def build_loss_for(cfg: CfgNode, model: torch.nn.Module) -> Callable:
-    """``cardd_sod.losses.build_sod_loss`` for MODEL.NAME: PoolNet / SGL-KRN get ``iter_size=SOLVER.ITER_SIZE``
-    (their losses divide by iter_size x batch, as the reference), CSNet gets the model (dynamic weight decay)."""
-    from ..losses import build_sod_loss
-    name = cfg.MODEL.NAME.lower()
-    kw = {}
-    if name in ("poolnet", "sgl_krn"):
-        kw["iter_size"] = max(1, int(cfg.SOLVER.ITER_SIZE))
-    elif name == "csnet":
-        kw["model"] = model
-    return build_sod_loss(name, **kw)
-
-
 class SODTrainer:
     """Train / evaluate one SOD model from a SOD config (:func:`cardd_sod.config.setup_sod_cfg`).
 
-    ``model`` / ``loss_fn`` may be injected (tests); otherwise they come from ``cardd_sod.build_sod_model`` /
-    ``cardd_sod.build_sod_loss`` with ``MODEL.NAME``.  ``loss_fn(outputs, target, edge=None) -> (loss, terms)``."""
+    What differs between models comes from the model's :class:`~cardd_sod.models.SODModelSpec`
+    (``get_sod_spec(MODEL.NAME)``): preprocessing, loss, iter_size, optimizer parameter groups.  ``model`` /
+    ``loss_fn`` may be injected; ``loss_fn(outputs, target, edge=None, model=None) -> (loss, terms)`` returns the
+    loss of one batch already divided by the accumulation count (as :class:`cardd_sod.losses.SODLoss` does)."""
 
     def __init__(self, cfg: CfgNode, model: Optional[torch.nn.Module] = None,
                  loss_fn: Optional[Callable] = None, progress: bool = True):
         self.cfg = cfg
+        self.spec = get_sod_spec(cfg.MODEL.NAME)
         self.device = resolve_device(cfg.MODEL.DEVICE)
         self.progress = progress
         self._seed_all(int(cfg.SEED))
-        if cfg.MODEL.NAME == "tiny":  # stand-in for smoke tests (cardd_sod.engine.testing)
-            from .testing import TinySODNet, tiny_sod_loss
-            model = model or TinySODNet(**dict(cfg.MODEL.KWARGS or {}))
-            loss_fn = loss_fn or tiny_sod_loss
         if model is None:
-            from ..models import build_sod_model
             model = build_sod_model(cfg.MODEL.NAME, **model_kwargs(cfg))
-        if loss_fn is None:
-            loss_fn = build_loss_for(cfg, model)
         self.model = model.to(self.device)
-        self.loss_fn = loss_fn
-        try:
-            self._loss_takes_model = "model" in inspect.signature(loss_fn).parameters
-        except (TypeError, ValueError):
-            self._loss_takes_model = False
+        self.iter_size = int(cfg.SOLVER.ITER_SIZE) or self.spec.iter_size
+        self.loss_fn = loss_fn or build_sod_loss(self.spec.loss, iter_size=self.iter_size)
         self.preprocess = build_preprocess(cfg)
-        s = cfg.SOLVER
-        if s.OPTIMIZER.lower() != "adam":
-            raise ValueError(f"SOLVER.OPTIMIZER {s.OPTIMIZER!r}: only 'adam' (paper Table VII)")
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=float(s.BASE_LR), betas=tuple(float(b) for b in s.BETAS),
-                                          eps=float(s.EPS), weight_decay=float(s.WEIGHT_DECAY))
+        self.optimizer = self.build_optimizer()
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=[int(m) for m in s.LR_STEPS], gamma=float(s.GAMMA))
-        self.amp_dtype = _amp_dtype(s.AMP, self.device)
+            self.optimizer, milestones=[int(m) for m in cfg.SOLVER.LR_STEPS], gamma=float(cfg.SOLVER.GAMMA))
+        self.amp_dtype = _amp_dtype(cfg.SOLVER.AMP, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch = 0          # completed epochs
         self.iter = 0           # optimizer steps
         self.batches = 0        # batches seen (accumulation counter)
         self.output_dir = cfg.OUTPUT_DIR
         self.ckpt_dir = os.path.join(self.output_dir, "checkpoints")
+        self.writer = None
         if cfg.MODEL.WEIGHTS:
             self.load_weights(cfg.MODEL.WEIGHTS)
 
@@ -214,6 +203,19 @@ class SODTrainer:
         random.seed(seed)
         np.random.seed(seed % (2 ** 32))
         torch.manual_seed(seed)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """Adam over the trainable parameters, in the model spec's parameter groups when it declares them."""
+        s = self.cfg.SOLVER
+        if s.OPTIMIZER.lower() != "adam":
+            raise ValueError(f"SOLVER.OPTIMIZER {s.OPTIMIZER!r}: only 'adam' (paper Table VII)")
+        wd = float(s.WEIGHT_DECAY)
+        if self.spec.param_groups is not None:
+            params = self.spec.param_groups(self.model, wd)
+        else:
+            params = [{"params": [p for p in self.model.parameters() if p.requires_grad], "weight_decay": wd}]
+        return torch.optim.Adam(params, lr=float(s.BASE_LR), betas=tuple(float(b) for b in s.BETAS),
+                                eps=float(s.EPS))
 
     def build_train_dataset(self) -> CarDDSODDataset:
         d = self.cfg.DATA
@@ -226,6 +228,12 @@ class SODTrainer:
                                seed=int(self.cfg.SEED), strict_masks=bool(d.STRICT_MASKS),
                                max_images=int(d.MAX_TEST_IMAGES))
 
+    def build_train_loader(self, dataset: CarDDSODDataset) -> DataLoader:
+        sampler = EpochShuffleSampler(len(dataset), seed=int(self.cfg.SEED))
+        return DataLoader(dataset, batch_size=int(self.cfg.SOLVER.BATCH_SIZE), sampler=sampler,
+                          num_workers=int(self.cfg.DATA.NUM_WORKERS), collate_fn=sod_collate,
+                          pin_memory=self.device.type == "cuda", drop_last=False)
+
     def load_weights(self, path: str) -> None:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"MODEL.WEIGHTS not found: {path}")
@@ -237,7 +245,7 @@ class SODTrainer:
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict:
         pending = None
-        if self.batches % max(1, int(self.cfg.SOLVER.ITER_SIZE)) != 0:
+        if self.batches % self.iter_size != 0:
             pending = [None if p.grad is None else p.grad.detach().cpu().clone()
                        for p in self.model.parameters()]
         rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
@@ -312,15 +320,69 @@ class SODTrainer:
         return True
 
     # ------------------------------------------------------------------ training
-    def _loss(self, outputs, batch):
-        edge = batch.get("edge")
-        kw = {"model": self.model} if self._loss_takes_model else {}
-        res = self.loss_fn(_to_float(outputs), batch["mask"], edge=edge, **kw)
-        if isinstance(res, tuple):
-            loss, terms = res
-        else:
-            loss, terms = res, {}
-        return loss, dict(terms or {})
+    def train(self, resume: bool = False, evaluate: Optional[bool] = None) -> dict:
+        """Train to SOLVER.EPOCHS (continuing from the last checkpoint when ``resume``); optionally evaluate."""
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(os.path.join(self.output_dir, "config.yaml"), "w") as f:
+            f.write(self.cfg.dump())
+        self.resume_or_load(resume)
+        loader = self.build_train_loader(self.build_train_dataset())
+        self.writer = _open_writer(os.path.join(self.output_dir, "tb"), self.batches)
+        history = []
+        self.model.train()
+        try:
+            while self.epoch < int(self.cfg.SOLVER.EPOCHS) and not self._max_iter_reached():
+                history.append(self.run_epoch(loader))
+                self.after_epoch(history[-1])
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+        torch.save(self.model.state_dict(), os.path.join(self.output_dir, "model_final.pth"))
+        result = {"epochs": self.epoch, "iter": self.iter, "history": history}
+        if self.cfg.TEST.EVAL_AT_END if evaluate is None else evaluate:
+            result["metrics"] = self.evaluate()
+        return result
+
+    def _max_iter_reached(self) -> bool:
+        max_iter = int(self.cfg.SOLVER.MAX_ITER)
+        return max_iter > 0 and self.iter >= max_iter
+
+    def run_epoch(self, loader: DataLoader) -> dict:
+        """One pass over the training data (stops early at SOLVER.MAX_ITER); returns the epoch's summary."""
+        loader.sampler.set_epoch(self.epoch)
+        loader.dataset.set_epoch(self.epoch)
+        run_loss, n = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.cfg.SOLVER.EPOCHS}", disable=not self.progress,
+                   leave=False)
+        for batch in bar:
+            loss, terms = self.run_step(batch)
+            run_loss += loss
+            n += 1
+            self.after_step(loss, terms)
+            bar.set_postfix(loss=f"{run_loss / n:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.1e}")
+            if self._max_iter_reached():
+                break
+        self.epoch += 1
+        return {"epoch": self.epoch, "iter": self.iter, "loss": run_loss / max(n, 1)}
+
+    def run_step(self, batch: dict):
+        """Forward, loss, backward of one batch; an optimizer step every ``iter_size`` batches.
+        Returns (loss as float, detached loss terms)."""
+        batch = {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                 for k, v in batch.items()}
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            outputs = self.model(batch["image"])
+        res = self.loss_fn(_to_float(outputs), batch["mask"], edge=batch.get("edge"), model=self.model)
+        loss, terms = res if isinstance(res, tuple) else (res, {})
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {self.epoch + 1}, "
+                                     f"iter {self.iter}, images {batch['name']}")
+        self.scaler.scale(loss).backward()
+        self.batches += 1
+        if self.batches % self.iter_size == 0:
+            self._optimizer_step()
+        return float(loss.detach()), dict(terms or {})
 
     def _optimizer_step(self) -> None:
         s = self.cfg.SOLVER
@@ -332,82 +394,28 @@ class SODTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.iter += 1
 
-    def train(self, resume: bool = False, evaluate: Optional[bool] = None) -> dict:
-        """Train to SOLVER.EPOCHS (continuing from the last checkpoint when ``resume``); optionally evaluate."""
-        from tqdm import tqdm
-        cfg, s = self.cfg, self.cfg.SOLVER
-        os.makedirs(self.output_dir, exist_ok=True)
-        with open(os.path.join(self.output_dir, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
-        self.resume_or_load(resume)
-        dataset = self.build_train_dataset()
-        sampler = EpochShuffleSampler(len(dataset), seed=int(cfg.SEED))
-        loader = DataLoader(dataset, batch_size=int(s.BATCH_SIZE), sampler=sampler,
-                            num_workers=int(cfg.DATA.NUM_WORKERS), collate_fn=sod_collate,
-                            pin_memory=self.device.type == "cuda", drop_last=False)
-        writer = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            writer = SummaryWriter(os.path.join(self.output_dir, "tb"), purge_step=self.batches or None)
-        except Exception as e:  # tensorboard missing: keep training
-            logger.warning("TensorBoard disabled: %s", e)
-        iter_size = max(1, int(s.ITER_SIZE))
-        # losses that normalise by iter_size themselves (PoolNet / SGL-KRN: sum / (iter_size x batch)) are not
-        # divided again; others are divided by iter_size so that k accumulated batches average their gradients
-        loss_div = 1 if getattr(self.loss_fn, "iter_size", None) is not None else iter_size
-        max_iter = int(s.MAX_ITER)
-        history = []
-        stop = max_iter > 0 and self.iter >= max_iter
-        self.model.train()
-        while self.epoch < int(s.EPOCHS) and not stop:
-            sampler.set_epoch(self.epoch)
-            dataset.set_epoch(self.epoch)
-            run_loss, n = 0.0, 0
-            bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{s.EPOCHS}", disable=not self.progress, leave=False)
-            for batch in bar:
-                batch = {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-                         for k, v in batch.items()}
-                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    outputs = self.model(batch["image"])
-                loss, terms = self._loss(outputs, batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {self.epoch + 1}, "
-                                             f"iter {self.iter}, images {batch['name']}")
-                self.scaler.scale(loss / loss_div).backward()
-                self.batches += 1
-                run_loss += float(loss.detach())
-                n += 1
-                if self.batches % iter_size == 0:
-                    self._optimizer_step()
-                if writer is not None and self.batches % max(1, int(s.LOG_PERIOD)) == 0:
-                    writer.add_scalar("train/loss", float(loss.detach()), self.batches)
-                    writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.batches)
-                    for k, v in terms.items():
-                        writer.add_scalar(f"train/{k}", float(v.detach() if isinstance(v, torch.Tensor) else v),
-                                          self.batches)
-                bar.set_postfix(loss=f"{run_loss / n:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.1e}")
-                if max_iter > 0 and self.iter >= max_iter:
-                    stop = True
-                    break
-            self.epoch += 1
-            with warnings.catch_warnings():  # an epoch may end inside an accumulation (no optimizer step yet)
-                warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
-                self.scheduler.step()
-            history.append({"epoch": self.epoch, "iter": self.iter, "loss": run_loss / max(n, 1)})
-            if writer is not None:
-                writer.add_scalar("train/epoch_loss", run_loss / max(n, 1), self.epoch)
-            logger.info("epoch %d: loss %.5f (iter %d)", self.epoch, run_loss / max(n, 1), self.iter)
-            period = int(s.CHECKPOINT_PERIOD)
-            if period > 0 and (self.epoch % period == 0 or self.epoch == int(s.EPOCHS) or stop):
-                self.save_checkpoint()
-        if writer is not None:
-            writer.close()
-        torch.save(self.model.state_dict(), os.path.join(self.output_dir, "model_final.pth"))
-        result = {"epochs": self.epoch, "iter": self.iter, "history": history}
-        do_eval = cfg.TEST.EVAL_AT_END if evaluate is None else evaluate
-        if do_eval:
-            result["metrics"] = self.evaluate()
-        return result
+    def after_step(self, loss: float, terms: dict) -> None:
+        """TensorBoard scalars every SOLVER.LOG_PERIOD batches."""
+        if self.writer is None or self.batches % max(1, int(self.cfg.SOLVER.LOG_PERIOD)) != 0:
+            return
+        self.writer.add_scalar("train/loss", loss, self.batches)
+        self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.batches)
+        for k, v in terms.items():
+            self.writer.add_scalar(f"train/{k}", float(v.detach() if isinstance(v, torch.Tensor) else v),
+                                   self.batches)
+
+    def after_epoch(self, summary: dict) -> None:
+        """Learning-rate schedule, epoch log, checkpoint."""
+        with warnings.catch_warnings():  # an epoch may end inside an accumulation (no optimizer step yet)
+            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
+            self.scheduler.step()
+        if self.writer is not None:
+            self.writer.add_scalar("train/epoch_loss", summary["loss"], self.epoch)
+        logger.info("epoch %d: loss %.5f (iter %d)", self.epoch, summary["loss"], self.iter)
+        period = int(self.cfg.SOLVER.CHECKPOINT_PERIOD)
+        if period > 0 and (self.epoch % period == 0 or self.epoch == int(self.cfg.SOLVER.EPOCHS)
+                           or self._max_iter_reached()):
+            self.save_checkpoint()
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, split: Optional[str] = None, out_dir: Optional[str] = None) -> dict:

@@ -1,6 +1,6 @@
-"""SOD model registry: ``build_sod_model(name, **kwargs)``, ``list_sod_models()``, ``SOD_MODEL_SPECS``.
+"""SOD model registry: ``build_sod_model(name, **kwargs)``, ``list_sod_models()``, ``get_sod_spec(name)``.
 
-Models (re-implementations of the reference architectures, parameter counts as in /work/shared/spec/sod.md):
+Models (re-implementations of the released architectures, same parameter counts):
 
 =========  ==================  ===========================================================================
 name       params              output of ``forward(x)``
@@ -13,21 +13,10 @@ sgl_krn    55,795,274          tuple of 10 sigmoid maps: final, merged solid, (s
 =========  ==================  ===========================================================================
 
 Every model has ``model.saliency(outputs) -> [B,1,H,W]`` in [0, 1] (the reference test script's prediction at
-the network input size; resizing back to the original image is the data pipeline's job) and a ``SPEC`` dict
-(also in ``SOD_MODEL_SPECS[name]``) describing input conventions:
-
-* ``input_size``: (H, W) the reference resizes to, or None (full resolution);
-* ``normalize``: ``{"color": "RGB"|"BGR", "scale": factor applied to 0-255 pixels, "mean", "std"}`` - the network
-  input is ``(pixels_0_255 * scale - mean) / std`` in the given channel order (U2-Net divides by the image max
-  instead of 255: ``scale == "max"``);
-* ``expects_0_255``: True when mean/std are in 0-255 units (caffe style);
-* ``min_input_size`` / ``size_divisor``: the smallest H and W the architecture accepts (per side) and the
-  divisor H and W must have; smaller / non-divisible inputs raise ``ValueError``;
-* ``output``: kind (``"logits"`` or ``"sigmoid"``), count, names;
-* ``iter_size``: images whose gradients the reference accumulates before one optimizer step (trainer's job);
-* ``loss``: the name for :func:`cardd_sod.losses.build_sod_loss`.
-* ``imagenet_backbone`` (PoolNet, SGL-KRN): the constructor takes ``backbone_weights=`` (ImageNet caffe ResNet-50,
-  see :mod:`.backbone_weights`); the trainer passes the config's ``MODEL.BACKBONE_WEIGHTS``.
+the network input size; resizing back to the original image is the data pipeline's job) and one
+:class:`~cardd_sod.models.spec.SODModelSpec` (``get_sod_spec(name)``): preprocessing, loss name, iter_size, outputs,
+input size rules, ImageNet backbone (PoolNet, SGL-KRN: ``backbone_weights=``, see :mod:`.backbone_weights`).
+Other models (e.g. tests' stand-ins) register with :func:`register_sod_model`.
 """
 from __future__ import annotations
 
@@ -40,14 +29,15 @@ from . import poolnet as _poolnet
 from . import sgl_krn as _sgl_krn
 from . import u2net as _u2net
 from .layers import count_parameters
+from .spec import SODModelSpec
 
-__all__ = ["build_sod_model", "list_sod_models", "register_sod_model", "SOD_MODEL_SPECS", "SOD_PARAM_COUNTS",
-           "count_parameters"]
+__all__ = ["build_sod_model", "list_sod_models", "register_sod_model", "get_sod_spec", "SODModelSpec",
+           "SOD_PARAM_COUNTS", "count_parameters"]
 
 _REGISTRY: Dict[str, Callable[..., nn.Module]] = {}
-SOD_MODEL_SPECS: Dict[str, Dict] = {}
+_SPECS: Dict[str, SODModelSpec] = {}
 
-# Parameter counts of the reference models (sod.md), keyed like build_sod_model's names (+ CSNet variants).
+# Parameter counts of the released models, keyed like build_sod_model's names (+ CSNet variants).
 SOD_PARAM_COUNTS = {
     "csnet": 788_631,
     "csnet:L-x2": 140_894,
@@ -59,11 +49,21 @@ SOD_PARAM_COUNTS = {
 }
 
 
-def register_sod_model(name: str, factory: Callable[..., nn.Module], spec: Dict) -> None:
+def register_sod_model(name: str, factory: Callable[..., nn.Module], spec: SODModelSpec) -> None:
+    """Make ``factory(**kwargs)`` available as ``build_sod_model(name)`` with ``spec`` for the trainer."""
     if name in _REGISTRY:
         raise KeyError(f"SOD model {name!r} is already registered")
+    if not isinstance(spec, SODModelSpec):
+        raise TypeError(f"SOD model {name!r}: spec must be a SODModelSpec, got {type(spec).__name__}")
     _REGISTRY[name] = factory
-    SOD_MODEL_SPECS[name] = spec
+    _SPECS[name] = spec
+
+
+def get_sod_spec(name: str) -> SODModelSpec:
+    key = str(name).lower()
+    if key not in _SPECS:
+        raise KeyError(f"unknown SOD model {name!r}; available: {list_sod_models()}")
+    return _SPECS[key]
 
 
 def list_sod_models() -> List[str]:
@@ -83,4 +83,4 @@ register_sod_model("csnet", _csnet.CSNet, _csnet.SPEC)
 register_sod_model("poolnet", _poolnet.PoolNet, _poolnet.SPEC)
 register_sod_model("sgl_krn", _sgl_krn.SGLKRN, _sgl_krn.SPEC)
 register_sod_model("u2net", _u2net.build_u2net, _u2net.SPEC)
-register_sod_model("u2netp", _u2net.build_u2netp, _u2net.SPEC_P)
+register_sod_model("u2netp", _u2net.build_u2netp, _u2net.SPEC)

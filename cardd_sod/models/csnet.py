@@ -1,6 +1,6 @@
 """CSNet (SOD100K, "CSNet_training" variant as CarDD trained it), re-implemented.
 
-Architecture (see docs in /work/shared/spec/sod.md):
+Architecture:
 
 * 18 "ILBlocks" in 5 stages (1 + [3, 4, 6, 4]).  Each block = a generalized octave conv (gOctConv; 3x3 for the very
   first block and the stride-2 blocks, else 1x1) with BN + PReLU per output branch, then two depthwise 3x3 convs
@@ -33,7 +33,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.preprocess import PreprocessSpec
 from .layers import Conv2dX100, check_input
+from .spec import SODModelSpec
 
 __all__ = ["CSNet", "csnet_layer_config", "csnet_config_from_reference", "csnet_dynamic_weight_decay",
            "csnet_param_groups", "CSNET_VARIANTS", "SPEC"]
@@ -41,19 +43,17 @@ __all__ = ["CSNet", "csnet_layer_config", "csnet_config_from_reference", "csnet_
 STAGES = (3, 4, 6, 4)
 DILATIONS = (1, 2, 4, 8, 16)
 
-SPEC = {
-    "input_size": (224, 224),
-    "resize": "skimage resize (bilinear, reflect) to input_size; GT resized bilinearly (soft labels)",
-    "normalize": {"color": "RGB", "scale": 1.0 / 255.0, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
-    "expects_0_255": False,
-    "min_input_size": 16,
-    "size_divisor": 16,
-    "train_note": "train-mode BN needs batch * (H/16) * (W/16) > 1 (e.g. batch 2 at 16x16, or batch 1 at 32x16)",
-    "output": {"kind": "logits", "count": 1, "names": ("logits",), "saliency": "sigmoid, bilinear resize back"},
-    "train_augment": "random crop 0-14 px per side, then flip with p=0.5 (half lr, half ud)",
-    "iter_size": 1,
-    "loss": "csnet",
-}
+SPEC = SODModelSpec(
+    # 224x224 RGB / 255, ImageNet mean/std; train: random crop 0-14 px per side, flip p=0.5 (lr or ud); soft GT
+    preprocess=PreprocessSpec(size=(224, 224), resize="skimage", label_resize="bilinear", side_crop=14,
+                              flip_lr_or_ud=0.5, save_rule="skimage_floor"),
+    loss="csnet",
+    output_kind="logits",
+    output_names=("logits",),
+    # train-mode BN needs batch * (H/16) * (W/16) > 1 (e.g. batch 2 at 16x16, or batch 1 at 32x16)
+    min_input_size=16,
+    size_divisor=16,
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -319,7 +319,6 @@ class CSFHead(nn.Module):
 class CSNet(nn.Module):
     """CSNet; ``forward(x)`` returns one logit map [B, 1, H, W] (input RGB, ImageNet-normalised)."""
 
-    SPEC = SPEC
 
     def __init__(self, layer_config: Optional[Dict] = None, variant: Optional[str] = None, num_classes: int = 1):
         super().__init__()
@@ -368,7 +367,7 @@ class CSNet(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, "CSNet", SPEC["min_input_size"], SPEC["size_divisor"])
+        check_input(x, "CSNet", SPEC.min_input_size, SPEC.size_divisor)
         feats = self.stage0[0](x)
         sides = []
         for s in range(1, len(self.stages) + 1):

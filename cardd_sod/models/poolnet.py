@@ -11,7 +11,7 @@
 
 Input: full-resolution BGR image in 0-255 minus the caffe mean (104.00699, 116.66877, 122.67892), no std.
 Test prediction: sigmoid of the logits.  Loss: BCE-with-logits summed over pixels / (iter_size 10 x batch);
-gradients accumulated over ``SPEC["iter_size"]`` = 10 images (trainer's job).  The reference keeps the whole
+gradients accumulated over ``SPEC.iter_size`` = 10 images (trainer's job).  The reference keeps the whole
 network in eval mode (BN with global statistics); here the frozen BN does that regardless of ``train()``.
 """
 from __future__ import annotations
@@ -22,27 +22,25 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.preprocess import CAFFE_BGR_MEAN, PreprocessSpec
 from .layers import check_input, normal_conv_init_
 from .backbone_weights import load_backbone_weights, resolve_backbone_weights
 from .resnet_caffe import MIN_INPUT_STRIDE16, CaffeResNet50, stride16_size
+from .spec import SODModelSpec
 
-__all__ = ["PoolNet", "SPEC", "CAFFE_BGR_MEAN"]
+__all__ = ["PoolNet", "SPEC"]
 
-CAFFE_BGR_MEAN = (104.00699, 116.66877, 122.67892)
-
-SPEC = {
-    "input_size": None,
-    "resize": "none (full resolution)",
-    "normalize": {"color": "BGR", "scale": 1.0, "mean": CAFFE_BGR_MEAN, "std": (1.0, 1.0, 1.0)},
-    "expects_0_255": True,
-    "min_input_size": MIN_INPUT_STRIDE16,
-    "size_divisor": 1,
-    "output": {"kind": "logits", "count": 1, "names": ("logits",), "saliency": "sigmoid"},
-    "train_augment": "random horizontal flip",
-    "iter_size": 10,
-    "loss": "poolnet",
-    "imagenet_backbone": True,  # built with backbone_weights= (config MODEL.BACKBONE_WEIGHTS)
-}
+SPEC = SODModelSpec(
+    # full resolution, BGR 0-255 minus the caffe mean; train: horizontal flip
+    preprocess=PreprocessSpec(size=None, hflip=0.5, color="bgr", scale="none", mean=CAFFE_BGR_MEAN,
+                              std=(1.0, 1.0, 1.0), save_rule="cv2_round"),
+    loss="poolnet",
+    output_kind="logits",
+    output_names=("logits",),
+    iter_size=10,
+    min_input_size=MIN_INPUT_STRIDE16,
+    imagenet_backbone=True,
+)
 
 LATERAL_IN = (64, 256, 512, 1024, 2048)
 LATERAL_OUT = (128, 256, 256, 512, 512)
@@ -136,7 +134,6 @@ class ScoreLayer(nn.Module):
 class PoolNet(nn.Module):
     """PoolNet-R50; ``forward(x)`` -> logits [B, 1, H, W]."""
 
-    SPEC = SPEC
 
     def __init__(self, backbone_weights: Optional[str] = None):
         super().__init__()
@@ -149,7 +146,7 @@ class PoolNet(nn.Module):
         self.backbone_report = load_backbone_weights(self.base.resnet, path) if path else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, "PoolNet", SPEC["min_input_size"], size_ok=lambda s: stride16_size(s) >= 8)
+        check_input(x, "PoolNet", SPEC.min_input_size, size_ok=lambda s: stride16_size(s) >= 8)
         feats, guides = self.base(x)
         lat = self.convert(feats)[::-1]
         merge = self.deep_pool[0](lat[0], lat[1], guides[0])

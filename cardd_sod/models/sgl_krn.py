@@ -26,29 +26,30 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.preprocess import CAFFE_BGR_MEAN, PreprocessSpec
 from .layers import check_input, normal_conv_init_
-from .poolnet import CAFFE_BGR_MEAN, ConvertLayer, ScoreLayer
+from .poolnet import ConvertLayer, ScoreLayer
 from .backbone_weights import load_backbone_weights, resolve_backbone_weights
 from .resnet_caffe import MIN_INPUT_STRIDE16, CaffeResNet50, stride16_size
+from .spec import SODModelSpec
 
 __all__ = ["SGLKRN", "SPEC", "OUTPUT_NAMES"]
 
 OUTPUT_NAMES = ("final", "solid", "solid1", "contour1", "solid2", "contour2", "solid3", "contour3", "solid4",
                 "contour4")
 
-SPEC = {
-    "input_size": None,
-    "resize": "none (full resolution)",
-    "normalize": {"color": "BGR", "scale": 1.0, "mean": CAFFE_BGR_MEAN, "std": (1.0, 1.0, 1.0)},
-    "expects_0_255": True,
-    "min_input_size": MIN_INPUT_STRIDE16,
-    "size_divisor": 1,
-    "output": {"kind": "sigmoid", "count": 10, "names": OUTPUT_NAMES, "saliency": "final map"},
-    "train_augment": "random horizontal flip, random rotation (-25..25 deg, p=0.5); edge maps from the GT",
-    "iter_size": 10,
-    "loss": "sgl_krn",
-    "imagenet_backbone": True,  # built with backbone_weights= (config MODEL.BACKBONE_WEIGHTS)
-}
+SPEC = SODModelSpec(
+    # as PoolNet, plus edge maps and rotation by U(-25, 25) deg with p=0.5 (the release's augmentation)
+    preprocess=PreprocessSpec(size=None, hflip=0.5, color="bgr", scale="none", mean=CAFFE_BGR_MEAN,
+                              std=(1.0, 1.0, 1.0), edges=True, rotate_deg=25.0, rotate_p=0.5,
+                              save_rule="cv2_round"),
+    loss="sgl_krn",
+    output_kind="sigmoid",
+    output_names=OUTPUT_NAMES,
+    iter_size=10,
+    min_input_size=MIN_INPUT_STRIDE16,
+    imagenet_backbone=True,
+)
 
 # Reference-checkpoint keys of modules that never contribute to the outputs.
 UNUSED_REFERENCE_PREFIXES = ("base.ppms_pre.", "base.ppms.", "base.ppm_cat.", "base.infos.", "DeepPool_contour",
@@ -102,7 +103,6 @@ class _Backbone(nn.Module):
 class SGLKRN(nn.Module):
     """SGL-KRN (ResNet-50); ``forward(x)`` -> tuple of 10 sigmoid maps (see :data:`OUTPUT_NAMES`)."""
 
-    SPEC = SPEC
     OUTPUT_NAMES = OUTPUT_NAMES
 
     def __init__(self, backbone_weights: Optional[str] = None):
@@ -131,7 +131,7 @@ class SGLKRN(nn.Module):
         self.backbone_report = load_backbone_weights(self.base.resnet, path) if path else None
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        check_input(x, "SGL-KRN", SPEC["min_input_size"], size_ok=lambda s: stride16_size(s) >= 8)
+        check_input(x, "SGL-KRN", SPEC.min_input_size, size_ok=lambda s: stride16_size(s) >= 8)
         size = x.shape[2:]
         lat = self.convert(self.base(x))[::-1]
         solids, side_outs, reduced = [], [], []

@@ -19,27 +19,24 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.preprocess import PreprocessSpec
 from .layers import check_input
+from .spec import SODModelSpec
 
-__all__ = ["U2Net", "RSU", "U2NET_CONFIGS", "SPEC", "SPEC_P"]
+__all__ = ["U2Net", "RSU", "U2NET_CONFIGS", "SPEC"]
 
 OUTPUT_NAMES = ("d0", "d1", "d2", "d3", "d4", "d5", "d6")
 
-SPEC = {
-    "input_size": (320, 320),
-    "resize": "skimage resize to input_size (aspect not kept); training random crop 288x288",
-    "normalize": {"color": "RGB", "scale": "max", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
-    "expects_0_255": False,
-    "min_input_size": 1,
-    "size_divisor": 1,
-    "train_note": "train-mode BN needs batch * ceil(H/32) * ceil(W/32) > 1",
-    "output": {"kind": "sigmoid", "count": 7, "names": OUTPUT_NAMES, "saliency": "d0, min-max normalised"},
-    "train_crop": (288, 288),
-    "train_augment": "resize 320x320, random crop 288x288, vertical flip p=0.5",
-    "iter_size": 1,
-    "loss": "u2net",
-}
-SPEC_P = dict(SPEC)
+SPEC = SODModelSpec(
+    # 320x320 (aspect not kept), image / max then ImageNet mean/std; train: random crop 288, vertical flip;
+    # nearest-resized GT / max
+    preprocess=PreprocessSpec(size=(320, 320), resize="skimage", label_resize="nearest", crop=(288, 288),
+                              vflip=0.5, scale="max", label_scale="max", save_rule="minmax_pil"),
+    loss="u2net",
+    output_kind="sigmoid",
+    output_names=OUTPUT_NAMES,
+    # train-mode BN needs batch * ceil(H/32) * ceil(W/32) > 1
+)
 
 # (kind, in, mid, out) per stage; kind = depth L of the RSU block or "4F".
 U2NET_CONFIGS = {
@@ -133,7 +130,6 @@ class U2Net(nn.Module):
         if variant not in U2NET_CONFIGS:
             raise ValueError(f"U2Net: unknown variant {variant!r}; known: {sorted(U2NET_CONFIGS)}")
         self.variant = variant
-        self.SPEC = SPEC if variant == "u2net" else SPEC_P
         cfg = U2NET_CONFIGS[variant]
         enc = list(cfg["encoder"])
         enc[0] = (enc[0][0], in_ch, enc[0][2], enc[0][3])
@@ -150,7 +146,7 @@ class U2Net(nn.Module):
         self._n = n
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        check_input(x, "U2-Net" if self.variant == "u2net" else "U2-Netp", self.SPEC["min_input_size"])
+        check_input(x, "U2-Net" if self.variant == "u2net" else "U2-Netp", SPEC.min_input_size)
         n = self._n
         enc = []
         t = x

@@ -7,9 +7,14 @@ import cv2
 import numpy as np
 import pytest
 
-from cardd_sod.data import (CarDDSODDataset, coco_root_to_sod, coco_to_sod, coco_to_sod_classwise, get_preprocess,
-                            load_mask, read_sod_split)
+from cardd_sod.data import (CarDDSODDataset, coco_root_to_sod, coco_to_sod, coco_to_sod_classwise, load_mask,
+                            read_sod_split)
 from cardd_sod.data.layout import sod_split_dirs as split_dirs
+from cardd_sod.models import get_sod_spec
+
+
+def _pp(model):
+    return get_sod_spec(model).preprocess
 
 
 @pytest.fixture(scope="module")
@@ -36,25 +41,25 @@ def test_read_splits_match_generator(syn):
 
 def test_presets_shapes_and_normalisation(syn):
     root = syn["sod_root"]
-    cs = CarDDSODDataset(root, "TE", "csnet")[0]
+    cs = CarDDSODDataset(root, "TE", _pp("csnet"))[0]
     assert cs["image"].shape == (3, 224, 224) and cs["mask"].shape == (1, 224, 224)
     assert cs["orig_size"] == (120, 160)
-    pn_ds = CarDDSODDataset(root, "TE", "poolnet")
+    pn_ds = CarDDSODDataset(root, "TE", _pp("poolnet"))
     pn = pn_ds[0]
     assert pn["image"].shape == (3, 120, 160)
     raw = cv2.imread(pn_ds.samples[0].image, cv2.IMREAD_COLOR).astype(np.float32)  # BGR
     expected = raw[5, 7] - np.array([104.00699, 116.66877, 122.67892], np.float32)
     np.testing.assert_allclose(pn["image"][:, 5, 7].numpy(), expected, rtol=1e-5, atol=1e-4)
     assert set(np.unique(pn["mask"].numpy())) <= {0.0, 1.0}
-    u2 = CarDDSODDataset(root, "TR", "u2net", train=True)[0]
+    u2 = CarDDSODDataset(root, "TR", _pp("u2net"), train=True)[0]
     assert u2["image"].shape == (3, 288, 288)
-    assert CarDDSODDataset(root, "TE", "u2netp")[0]["image"].shape == (3, 320, 320)
-    sk = CarDDSODDataset(root, "TR", "sgl_krn", train=True)[1]
+    assert CarDDSODDataset(root, "TE", _pp("u2netp"))[0]["image"].shape == (3, 320, 320)
+    sk = CarDDSODDataset(root, "TR", _pp("sgl_krn"), train=True)[1]
     assert "edge" in sk and sk["edge"].shape == sk["mask"].shape and sk["edge"].sum() > 0
 
 
 def test_augmentation_is_a_function_of_seed_epoch_index(syn):
-    ds = CarDDSODDataset(syn["sod_root"], "TR", "u2net", train=True, seed=3)
+    ds = CarDDSODDataset(syn["sod_root"], "TR", _pp("u2net"), train=True, seed=3)
     a = ds[2]["image"]
     assert (ds[2]["image"] == a).all()
     diffs = []
@@ -79,7 +84,7 @@ def test_bad_inputs_name_the_file(syn, tmp_path):
     assert read_sod_split(root, "TE", require_masks=False)[0].mask is None
     cv2.imwrite(s0.mask, np.zeros((50, 60), np.uint8))  # wrong size
     with pytest.raises(ValueError, match="differs.*" + s0.name):
-        CarDDSODDataset(root, "TE", "poolnet")[0]
+        CarDDSODDataset(root, "TE", _pp("poolnet"))[0]
     grey = np.zeros((120, 160), np.uint8)
     grey[10:40, 10:40] = 200
     grey[40:50, 10:40] = 90
@@ -97,7 +102,7 @@ def test_bad_inputs_name_the_file(syn, tmp_path):
     with open(s2.image, "wb") as f:
         f.write(b"not a jpeg")
     with pytest.raises(ValueError, match="unreadable image.*" + os.path.basename(s2.image)):
-        CarDDSODDataset(root, "TE", "poolnet")[2]
+        CarDDSODDataset(root, "TE", _pp("poolnet"))[2]
     with open(split_dirs(root, "TE")["test_list"], "a") as f:
         f.write("999999.jpg\n")
     with pytest.raises(FileNotFoundError, match="999999.jpg"):
@@ -153,8 +158,9 @@ def test_classwise_masks_activate_one_class(syn, tmp_path):
         coco_to_sod(jp, dp, str(tmp_path / "x"), "TR", category="rust")
 
 
-def test_presets_of_the_model_specs():
-    assert get_preprocess("sgl_krn").edges and get_preprocess("u2net").crop == (288, 288)
+def test_dataset_needs_a_preprocess_spec(syn):
+    with pytest.raises(TypeError, match="PreprocessSpec"):
+        CarDDSODDataset(syn["sod_root"], "TE", "csnet")
 
 
 def test_cardd_sod_import_does_not_import_detectron2():

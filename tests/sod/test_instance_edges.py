@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cardd_sod.data.instance_edges import instance_outline_edges
+from cardd_sod.models import get_sod_spec
 
 
 def _picture(rows):
@@ -90,8 +91,8 @@ def test_coco_to_sod_writes_outline_edges_and_sgl_krn_reads_them(tmp_path):
     dent = cv2.imread(os.path.join(sod_split_dirs(str(tmp_path / "dent"), "TR")["edge"], "a.png"), 0)
     assert np.array_equal(dent, instance_outline_edges(coco["annotations"][:1], 6, 8))
     # SGL-KRN training reads the file (no augmentation at test time): edge target == written map / 255
-    item = CarDDSODDataset(out, "TR", "sgl_krn", train=False)[0]
+    item = CarDDSODDataset(out, "TR", get_sod_spec("sgl_krn").preprocess, train=False)[0]
     assert np.array_equal(item["edge"][0].numpy(), (expect > 0).astype(np.float32))
     os.remove(os.path.join(d["edge"], "a.png"))
     with pytest.warns(UserWarning, match=r"1 of 1 training images have no edge map in .*CarDD-TR-Edge \(e.g. a\)"):
-        CarDDSODDataset(out, "TR", "sgl_krn", train=True)
+        CarDDSODDataset(out, "TR", get_sod_spec("sgl_krn").preprocess, train=True)

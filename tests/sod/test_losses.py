@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from cardd_sod import build_sod_loss, build_sod_model
-from cardd_sod.losses import bce2d, iou_loss, list_sod_losses, mask_to_edge
+from cardd_sod.data.edges import mask_to_edge
+from cardd_sod.losses import bce2d, iou_loss, list_sod_losses
 from cardd_sod.models.csnet import csnet_dynamic_weight_decay
 
 

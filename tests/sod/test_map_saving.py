@@ -154,7 +154,9 @@ class _FixedMap(torch.nn.Module):
 @pytest.mark.parametrize("preset,rule", [("csnet", "skimage_floor"), ("u2net", "minmax_pil"),
                                          ("poolnet", "cv2_round"), ("sgl_krn", "cv2_round")])
 def test_predictions_follow_the_model_rule(tmp_path, preset, rule):
-    from cardd_sod.data import CarDDSODDataset, get_preprocess
+    import dataclasses
+
+    from cardd_sod.data import CarDDSODDataset
     from cardd_sod.data.layout import sod_split_dirs
     from cardd_sod.engine import predict_saliency_maps
     d = sod_split_dirs(str(tmp_path / "sod"), "TE")
@@ -163,7 +165,9 @@ def test_predictions_follow_the_model_rule(tmp_path, preset, rule):
     rng = np.random.default_rng(0)
     cv2.imwrite(os.path.join(d["image"], "a.png"), rng.integers(0, 255, (30, 45, 3), dtype=np.uint8))
     cv2.imwrite(os.path.join(d["mask"], "a.png"), np.zeros((30, 45), np.uint8))
-    pp = get_preprocess(preset, size=(8, 12) if preset in ("csnet", "u2net") else None)
+    from cardd_sod.models import get_sod_spec
+    pp = get_sod_spec(preset).preprocess
+    pp = dataclasses.replace(pp, size=(8, 12)) if preset in ("csnet", "u2net") else pp
     assert pp.save_rule == rule
     ds = CarDDSODDataset(str(tmp_path / "sod"), "TE", pp)
     out = str(tmp_path / "pred")
