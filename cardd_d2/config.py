@@ -29,6 +29,12 @@ def add_cardd_config(cfg):
     _C.DATASETS.CHECK_IMAGES = True
 
     # ---------------------------------------------------------------- input (cardd_d2.data.transforms)
+    # Pixel resampling of the single-scale train and test resize: "pil" (detectron2's; antialiases when shrinking) or
+    # "cv2" (cv2.resize bilinear / nearest for masks, mmdetection's default, used by the paper configs).
+    _C.INPUT.RESIZE_BACKEND = "pil"
+    # Rasterise polygons to full-image bitmaps at the original size before the augmentations (mmdetection's
+    # poly2mask); needs MASK_FORMAT "bitmask" (cardd_d2.data.mapper).
+    _C.INPUT.RASTERIZE_BEFORE_RESIZE = False
     # mmdet's Resize(img_scale=[(W, H_min), (W, H_max)], multiscale_mode='range'): the DCN+ training resize.
     _C.INPUT.RANGE_RESIZE = CN()
     _C.INPUT.RANGE_RESIZE.ENABLED = False

@@ -1,5 +1,10 @@
 """CarDD's training/test augmentations, including DCN+'s multi-scale range resize.
 
+Resize backend (``INPUT.RESIZE_BACKEND``): "pil" is detectron2's ``ResizeTransform`` (PIL, which antialiases when it
+shrinks); "cv2" is ``cv2.resize`` with ``INTER_LINEAR`` for images and ``INTER_NEAREST`` for masks, what mmdetection's
+``Resize`` does with its default backend (the released configs' single-scale train and test resize). The DCN+ range
+resize keeps PIL: the released one asks for mmdetection's 'pillow' backend, which is the same PIL call.
+
 ``RangeResize`` reproduces mmdet's ``Resize(img_scale=[(W, H_min), (W, H_max)], multiscale_mode='range',
 keep_ratio=False, backend='pillow')``: the image becomes exactly ``W`` wide and ``H`` high with ``H`` a uniform
 integer in ``[H_min, H_max]`` (both inclusive), bilinear, aspect ratio not kept. Boxes, polygons and masks follow
@@ -12,13 +17,59 @@ from __future__ import annotations
 import sys
 from typing import List, Sequence
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from detectron2.data import transforms as T
 from detectron2.data.transforms import Augmentation, ResizeShortestEdge, ResizeTransform
 
-__all__ = ["RangeResize", "build_cardd_train_augmentation", "build_cardd_test_augmentation"]
+__all__ = [
+    "CV2ResizeTransform",
+    "CarDDResizeShortestEdge",
+    "RangeResize",
+    "build_cardd_train_augmentation",
+    "build_cardd_test_augmentation",
+]
+
+RESIZE_BACKENDS = ("pil", "cv2")
+_CV2_INTERP = {Image.NEAREST: cv2.INTER_NEAREST, Image.BILINEAR: cv2.INTER_LINEAR, Image.BICUBIC: cv2.INTER_CUBIC}
+
+
+class CV2ResizeTransform(ResizeTransform):
+    """``ResizeTransform`` that resizes pixels with ``cv2.resize`` (no antialiasing, as mmcv.imresize's cv2 backend);
+    coordinates, boxes and polygons are scaled exactly as by the parent."""
+
+    def apply_image(self, img, interp=None):
+        assert img.shape[:2] == (self.h, self.w), f"expected an image of {(self.h, self.w)}, got {img.shape[:2]}"
+        interp = interp if interp is not None else self.interp
+        if interp not in _CV2_INTERP:
+            raise ValueError(f"CV2ResizeTransform: no cv2 equivalent of PIL interpolation {interp}")
+        out = cv2.resize(img, (self.new_w, self.new_h), interpolation=_CV2_INTERP[interp])
+        if img.ndim == 3 and out.ndim == 2:  # cv2 drops a single channel axis
+            out = out[:, :, None]
+        return out
+
+    def inverse(self):
+        return CV2ResizeTransform(self.new_h, self.new_w, self.h, self.w, self.interp)
+
+
+def _with_backend(t: ResizeTransform, backend: str) -> ResizeTransform:
+    return CV2ResizeTransform(t.h, t.w, t.new_h, t.new_w, t.interp) if backend == "cv2" else t
+
+
+class CarDDResizeShortestEdge(ResizeShortestEdge):
+    """detectron2's ``ResizeShortestEdge`` (same sizes, same random draws) with a choice of resize backend."""
+
+    def __init__(self, short_edge_length, max_size=sys.maxsize, sample_style="range", interp=Image.BILINEAR,
+                 *, backend: str = "pil"):
+        super().__init__(short_edge_length, max_size, sample_style, interp)
+        if backend not in RESIZE_BACKENDS:
+            raise ValueError(f"INPUT.RESIZE_BACKEND: unknown value {backend!r}; expected one of {RESIZE_BACKENDS}")
+        self.backend = backend
+
+    def get_transform(self, image):
+        return _with_backend(super().get_transform(image), self.backend)
 
 
 class RangeResize(Augmentation):
@@ -76,12 +127,13 @@ def _flip_augmentations(cfg) -> List[Augmentation]:
 
 def build_train_resize(cfg) -> Augmentation:
     """The training resize: ``RangeResize`` when INPUT.RANGE_RESIZE.ENABLED, else detectron2's ResizeShortestEdge
-    from INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN / MIN_SIZE_TRAIN_SAMPLING."""
+    from INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN / MIN_SIZE_TRAIN_SAMPLING with INPUT.RESIZE_BACKEND."""
     rr = cfg.INPUT.RANGE_RESIZE
     if rr.ENABLED:
         return RangeResize(rr.WIDTH, tuple(rr.HEIGHT_RANGE), keep_ratio=rr.KEEP_RATIO)
-    return ResizeShortestEdge(
-        cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+    return CarDDResizeShortestEdge(
+        cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING,
+        backend=cfg.INPUT.RESIZE_BACKEND,
     )
 
 
@@ -101,4 +153,4 @@ def build_cardd_test_augmentation(cfg) -> List[Augmentation]:
     if min_size == 0:
         return []
     max_size = cfg.INPUT.MAX_SIZE_TEST or sys.maxsize
-    return [ResizeShortestEdge(min_size, max_size, "choice")]
+    return [CarDDResizeShortestEdge(min_size, max_size, "choice", backend=cfg.INPUT.RESIZE_BACKEND)]

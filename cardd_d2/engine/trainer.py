@@ -7,13 +7,18 @@ import os
 from contextlib import contextmanager
 
 import detectron2.engine.defaults as d2_defaults
-from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.data.common import DatasetFromList
 from detectron2.engine import DefaultTrainer
 from detectron2.utils import comm
 
 from cardd_d2.checkpoint.checkpointer import TrainingCheckpointer
-from cardd_d2.data.transforms import build_cardd_train_augmentation
+from cardd_d2.data.mapper import CarDDDatasetMapper
 
 from .exact_resume import (
     GlobalRNGState,
@@ -85,11 +90,9 @@ class CarDDTrainer(DefaultTrainer):
             len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None,
             landscape=[d["width"] > d["height"] for d in dataset] if grouping else None,
         )
-        mapper_args = DatasetMapper.from_config(cfg, is_train=True)
-        mapper_args["augmentations"] = build_cardd_train_augmentation(cfg)
         loader = build_detection_train_loader(
             PositionedDataset(DatasetFromList(dataset, copy=False)),
-            mapper=PositionSeededMapper(DatasetMapper(**mapper_args), sampler),
+            mapper=PositionSeededMapper(CarDDDatasetMapper(cfg, is_train=True), sampler),
             sampler=sampler,
             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
             aspect_ratio_grouping=grouping,
@@ -99,6 +102,10 @@ class CarDDTrainer(DefaultTrainer):
         )
         loader.cardd_sampler = sampler
         return loader
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=CarDDDatasetMapper(cfg, is_train=False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -1,11 +1,22 @@
-"""RangeResize (DCN+'s multi-scale training resize) and the CarDD augmentation builders."""
+"""RangeResize (DCN+'s multi-scale training resize), the cv2 resize backend and the CarDD augmentation builders."""
+import cv2
 import numpy as np
 import pytest
+import torch
+from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
 from PIL import Image
 
 from cardd_d2 import get_cardd_cfg
-from cardd_d2.data.transforms import RangeResize, build_cardd_test_augmentation, build_cardd_train_augmentation
+from cardd_d2.data.transforms import (
+    CarDDResizeShortestEdge,
+    CV2ResizeTransform,
+    RangeResize,
+    build_cardd_test_augmentation,
+    build_cardd_train_augmentation,
+)
+from cardd_d2.engine import CarDDTrainer, setup_cfg
+from tiny_config import config_path
 
 
 def _image(h, w, seed=0):
@@ -81,7 +92,7 @@ def test_bad_arguments_raise():
 def test_train_augmentation_builders():
     cfg = get_cardd_cfg()
     augs = build_cardd_train_augmentation(cfg)
-    assert [type(a) for a in augs] == [T.ResizeShortestEdge, T.RandomFlip]
+    assert [type(a) for a in augs] == [CarDDResizeShortestEdge, T.RandomFlip] and augs[0].backend == "pil"
     assert augs[0].short_edge_length == cfg.INPUT.MIN_SIZE_TRAIN and augs[0].max_size == cfg.INPUT.MAX_SIZE_TRAIN
 
     cfg.INPUT.RANGE_RESIZE.ENABLED = True
@@ -104,3 +115,81 @@ def test_test_augmentation_is_keep_ratio_800_1333_without_flip():
     assert isinstance(aug, T.ResizeShortestEdge)
     t = aug.get_transform(_image(413, 1000))
     assert (t.new_h, t.new_w) == (551, 1333)  # 800/413 would make width 1937 > 1333, so long edge caps
+
+
+def _stripes(h=45, w=70):
+    """Hand-made RGB image with 1-pixel stripes, a ramp and a 3-periodic pattern: shrinking it with PIL (which
+    antialiases) and with cv2 bilinear (which does not) gives visibly different pixels."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([(x % 2) * 255, (y * 5) % 256, ((x + y) % 3) * 120], axis=-1).astype(np.uint8)
+
+
+def _paper_cfg(name="mask_rcnn_R_50_FPN", *opts):
+    return setup_cfg(config_path(f"CarDD/{name}.yaml"), [
+        "INPUT.MIN_SIZE_TEST", "30", "INPUT.MAX_SIZE_TEST", "1000", "INPUT.MIN_SIZE_TRAIN", "(30,)",
+        "INPUT.MAX_SIZE_TRAIN", "1000", "INPUT.RANDOM_FLIP", "none", "MODEL.DEVICE", "cpu"] + list(opts))
+
+
+def _apply(augs, img):
+    aug_input = T.AugInput(img)
+    tfm = T.AugmentationList(augs)(aug_input)
+    return aug_input.image, tfm
+
+
+@pytest.mark.parametrize("is_train", [True, False])
+def test_paper_configs_resize_with_cv2_bilinear(is_train):
+    cfg = _paper_cfg()
+    assert cfg.INPUT.RESIZE_BACKEND == "cv2"
+    img = _stripes()
+    build = build_cardd_train_augmentation if is_train else build_cardd_test_augmentation
+    out, tfm = _apply(build(cfg), img)
+    assert out.shape == (30, 47, 3)  # 45x70 -> short edge 30, 70 * 30 / 45 = 46.7 -> 47
+    np.testing.assert_array_equal(out, cv2.resize(img, (47, 30), interpolation=cv2.INTER_LINEAR))
+    pil = np.asarray(Image.fromarray(img).resize((47, 30), Image.BILINEAR))
+    assert np.abs(out.astype(int) - pil).max() > 50  # what the PIL backend would have produced differs
+    mask = (_stripes()[:, :, 0] > 0).astype(np.uint8)
+    np.testing.assert_array_equal(tfm.apply_segmentation(mask),
+                                  cv2.resize(mask, (47, 30), interpolation=cv2.INTER_NEAREST))
+    boxes = tfm.apply_box(np.array([[0.0, 0.0, 70.0, 45.0]]))
+    np.testing.assert_allclose(boxes, [[0, 0, 47, 30]])
+
+
+def test_pil_backend_is_detectron2s_resize_and_unknown_backend_fails():
+    cfg = get_cardd_cfg()
+    cfg.INPUT.MIN_SIZE_TEST = 30
+    out, tfm = _apply(build_cardd_test_augmentation(cfg), _stripes())
+    assert not isinstance(tfm.transforms[0], CV2ResizeTransform)
+    np.testing.assert_array_equal(out, np.asarray(Image.fromarray(_stripes()).resize((47, 30), Image.BILINEAR)))
+    cfg.INPUT.RESIZE_BACKEND = "opencv"
+    with pytest.raises(ValueError, match="RESIZE_BACKEND.*'opencv'"):
+        build_cardd_test_augmentation(cfg)
+
+
+def test_single_channel_and_inverse_keep_cv2():
+    t = CV2ResizeTransform(45, 70, 30, 47, Image.BILINEAR)
+    gray = _stripes()[:, :, :1]
+    assert t.apply_image(gray).shape == (30, 47, 1)
+    inv = t.inverse()
+    assert isinstance(inv, CV2ResizeTransform) and (inv.h, inv.w, inv.new_h, inv.new_w) == (30, 47, 45, 70)
+
+
+def test_dcn_plus_range_resize_keeps_pil_as_released_test_resize_is_cv2():
+    cfg = _paper_cfg("dcn_plus_R_50_FPN", "INPUT.RANGE_RESIZE.WIDTH", "60", "INPUT.RANGE_RESIZE.HEIGHT_RANGE", "(30, 40)")
+    (train,) = build_cardd_train_augmentation(cfg)
+    t = train.get_transform(_stripes())
+    assert type(t) is T.ResizeTransform  # the released DCN+ range resize asks for the 'pillow' backend
+    _, tfm = _apply(build_cardd_test_augmentation(cfg), _stripes())
+    assert isinstance(tfm.transforms[0], CV2ResizeTransform)
+
+
+def test_trainer_test_loader_feeds_cv2_resized_images(tmp_path):
+    img = _stripes()
+    path = str(tmp_path / "stripes.png")
+    Image.fromarray(img).save(path)
+    name = "zoo_resize_backend_test"
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: [{"file_name": path, "height": 45, "width": 70, "image_id": 0}])
+    cfg = _paper_cfg()
+    (batch,) = [b for b, _ in zip(CarDDTrainer.build_test_loader(cfg, name), range(1))]
+    expected = torch.as_tensor(cv2.resize(img, (47, 30), interpolation=cv2.INTER_LINEAR)).permute(2, 0, 1)
+    assert torch.equal(batch[0]["image"], expected)  # paper configs read RGB, as the mmdetection weights expect
