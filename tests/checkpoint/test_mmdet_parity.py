@@ -7,6 +7,8 @@ every stage must agree to 1e-5 of the reference's magnitude (1e-4 for the "sampl
 import numpy as np
 import pytest
 import torch
+from detectron2.layers.mask_ops import _do_paste_mask
+from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
@@ -149,9 +151,10 @@ def _by_class_then_score(labels, scores):
 def test_final_detections(arch):
     fx = load_fixture(arch)
     model = cardd_model(arch)
-    outputs = model(batched_inputs(fx))
-    for b, out in enumerate(outputs):
-        inst = out["instances"]
+    h, w = fx.meta["image_size"]
+    raw = model.inference(batched_inputs(fx), do_postprocess=False)
+    for b, r in enumerate(raw):
+        inst = detector_postprocess(r, h, w)
         labels, scores = inst.pred_classes.numpy(), inst.scores.numpy()
         ref_labels, ref_scores = fx.arrays[f"det/{b}_labels"], fx.arrays[f"det/{b}_scores"]
         assert len(inst) == len(ref_labels), f"{arch} image {b}: {len(inst)} detections, mmdet {len(ref_labels)}"
@@ -161,11 +164,15 @@ def test_final_detections(arch):
                      f"{arch} image {b} scores")
         assert_close(inst.pred_boxes.tensor[order], torch.from_numpy(fx.arrays[f"det/{b}_boxes"][ref_order]),
                      TOL, f"{arch} image {b} boxes")
-        h, w = inst.image_size
         ref_masks = np.unpackbits(fx.arrays[f"det/{b}_masks"], axis=-1, count=w).astype(bool)[ref_order]
         masks = inst.pred_masks.numpy()[order]
-        differ = int((masks != ref_masks).sum())
-        assert differ == 0, f"{arch} image {b}: {differ} of {masks.size} mask pixels differ"
+        # a pixel may only differ where the mask probability is within the tolerance of the 0.5 threshold
+        soft, _ = _do_paste_mask(r.pred_masks, r.pred_boxes.tensor, h, w, skip_empty=False)
+        near = (soft.numpy()[order] - 0.5).__abs__() <= TOL
+        differ = masks != ref_masks
+        assert not (differ & ~near).any(), (
+            f"{arch} image {b}: {int((differ & ~near).sum())} of {masks.size} mask pixels differ away from the "
+            "threshold")
 
 
 def _training_inputs(fx):
