@@ -20,6 +20,23 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _random_weights(config_file, opts):
+    """A random-init checkpoint of the config's model (with CarDD's class names), in a temporary folder."""
+    import tempfile
+
+    import torch
+    from detectron2.modeling import build_model
+
+    from cardd_d2.checkpoint.class_names import THING_CLASSES_KEY
+    from cardd_d2.data.categories import CARDD_CLASS_NAMES
+    from cardd_d2.engine.setup import setup_cfg
+
+    cfg = setup_cfg(config_file, list(opts) + ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    path = os.path.join(tempfile.mkdtemp(prefix="bench_assessment_"), "random_init.pth")
+    torch.save({"model": build_model(cfg).state_dict(), THING_CLASSES_KEY: list(CARDD_CLASS_NAMES)}, path)
+    return path
+
+
 def run(device, args):
     import torch
 
@@ -29,7 +46,7 @@ def run(device, args):
     from cardd_d2.assessment.predictor import build_predictor, get_metadata, setup_cfg
     from cardd_d2.assessment.report import assess_image
 
-    cfg = setup_cfg(args.config_file, weights=args.weights or "", device=device, opts=args.opts,
+    cfg = setup_cfg(args.config_file, weights=args.weights_file, device=device, opts=args.opts,
                     confidence_threshold=args.confidence_threshold)
     pred = build_predictor(cfg)
     names = list(get_metadata(cfg).thing_classes)
@@ -74,12 +91,13 @@ def main(argv=None):
     p.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--output", default=None)
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[])
+    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides")
     args = p.parse_args(argv)
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.weights_file = args.weights or _random_weights(args.config_file, args.opts)
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     res = {"benchmark": "assessment", "image_size": [args.width, args.height], "images": args.images,
            "config_file": os.path.relpath(args.config_file, REPO), "weights": args.weights or "random init",

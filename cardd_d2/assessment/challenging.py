@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["PAPER_TABLE_VI_COUNTS", "build_extended_test_set", "register_coco_dataset", "render_table_vi",
            "run_challenging_setting"]
 
-# What the paper states about the setting (Section V-G). Its Table VI AP values are not in the project spec.
+# What the paper's text states about the setting (Section V-G).
 PAPER_TABLE_VI_COUNTS = {"num_damaged": 374, "num_undamaged": 500, "undamaged_discarded": 449,
                          "undamaged_kept_with_detections": 10, "discard_threshold": 0.9}
 
@@ -82,24 +82,16 @@ def build_extended_test_set(test_json: str, image_root: str, undamaged_dir: str,
 
 
 def register_coco_dataset(name: str, json_file: str, image_root: str) -> str:
-    """Register (or re-register) a CarDD-style COCO dataset; uses ``cardd_d2.data.register_coco_damage`` when present."""
+    """Register (or re-register) a COCO damage dataset with :func:`cardd_d2.data.register_coco_damage`."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from cardd_d2.data import register_coco_damage
+    from cardd_d2.data.categories import CARDD_CATEGORIES, CARDD_CLASS_NAMES
 
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
-    try:
-        from cardd_d2.data import register_coco_damage
-    except ImportError:
-        register_coco_damage = None
-    from cardd_d2.data.categories import CARDD_CATEGORIES, CARDD_CLASS_NAMES
-
-    if register_coco_damage is not None:
-        register_coco_damage(name, json_file, image_root)
-    else:  # older trees without cardd_d2.data.register_coco_damage
-        from detectron2.data.datasets import register_coco_instances
-
-        register_coco_instances(name, {}, json_file, image_root)
+    register_coco_damage(name, json_file, image_root)
     meta = MetadataCatalog.get(name)
     if not meta.get("thing_colors") and list(meta.get("thing_classes", [])) == list(CARDD_CLASS_NAMES):
         meta.thing_colors = [c["color"] for c in CARDD_CATEGORIES]
@@ -254,8 +246,7 @@ def render_table_vi(res: dict) -> str:
               f"{p['undamaged_kept_with_detections']} |",
               f"| damaged images wrongly discarded | {c['damaged_discarded']} | - |",
               "",
-              "The paper's Table VI AP values are not in the project's spec (docs: shared/spec/detection.md), so only "
-              "our AP values are shown; the paper's counts come from its Section V-G text. Detections are counted "
+              "AP values are ours; the paper's counts come from its Section V-G text. Detections are counted "
               f"with score >= {res.get('count_score_threshold', 0.0)}."]
     if c.get("failed"):
         lines.append(f"\n{c['failed']} image(s) could not be read and count as images without detections.")

@@ -7,8 +7,10 @@ downscaled; every conversion is reported as a human-readable warning. Anything t
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import threading
 import warnings as _warnings
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
@@ -33,6 +35,12 @@ LIST_EXTENSIONS = (".txt", ".lst", ".list")
 
 # Longer side above which images are downscaled (to exactly this size) before inference.
 DEFAULT_MAX_SIDE = 10000
+# Largest image (width x height, before downscaling) that is decoded: 200 MP covers 108 MP and 200 MP phone photos.
+# JPEGs larger than max_side are decoded at a reduced scale (draft mode); other formats are decoded in full.
+MAX_PIXELS = 200_000_000
+
+# Pillow's own decompression-bomb limit is a module global; it is raised to MAX_PIXELS while this module decodes.
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 class ImageLoadError(Exception):
@@ -115,10 +123,23 @@ def _signature(source) -> str:
     return "WEBP" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else ""
 
 
+@contextlib.contextmanager
+def _pil_pixel_limit(Image):
+    with _PIL_LIMIT_LOCK:
+        before = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
+
+
 def load_image(source: Union[str, os.PathLike, bytes], max_side: int = DEFAULT_MAX_SIDE, name: Optional[str] = None):
     """Read ``source`` (a path or the bytes of an encoded image) into a :class:`LoadedImage`.
 
-    Raises :class:`ImageLoadError` for missing files, non-images, truncated/corrupt files and decompression bombs.
+    Images larger than ``max_side`` are downscaled (JPEGs already while decoding); images of more than
+    :data:`MAX_PIXELS` pixels are refused. Raises :class:`ImageLoadError` for missing files, non-images,
+    truncated/corrupt files and images beyond that limit.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -139,11 +160,16 @@ def load_image(source: Union[str, os.PathLike, bytes], max_side: int = DEFAULT_M
         fp = path
     try:
         with _warnings.catch_warnings():
-            _warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(fp) as img:
+            _warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, with the size
+            with _pil_pixel_limit(Image):  # Pillow checks the size when it opens a file
+                img = Image.open(fp)
+            with img:
                 fmt = img.format or "?"
                 mode0 = img.mode
                 w0, h0 = img.size
+                if w0 * h0 > MAX_PIXELS:
+                    raise ImageLoadError(label, f"image too large: {w0}x{h0} = {w0 * h0 / 1e6:.3g} MP, more than "
+                                                f"the limit of {MAX_PIXELS / 1e6:g} MP")
                 if max(w0, h0) > max_side and fmt == "JPEG":
                     # Let the JPEG decoder shrink by a power of two while decoding (never below max_side).
                     img.draft(img.mode, (max(1, w0 * max_side // max(w0, h0)), max(1, h0 * max_side // max(w0, h0))))
@@ -162,8 +188,8 @@ def load_image(source: Union[str, os.PathLike, bytes], max_side: int = DEFAULT_M
         if kind:
             raise ImageLoadError(label, f"corrupt image ({kind} signature, but the data cannot be decoded)") from None
         raise ImageLoadError(label, "not an image (cannot identify the file format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageLoadError(label, f"image too large to decode safely ({e})") from None
+    except Image.DecompressionBombError:
+        raise ImageLoadError(label, f"image too large: more than the limit of {MAX_PIXELS / 1e6:g} MP") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e) or type(e).__name__
         if "truncated" in msg.lower():

@@ -10,16 +10,26 @@ from cardd_d2.data.categories import CARDD_CATEGORIES, CARDD_CLASS_NAMES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["setup_cfg", "build_predictor", "get_metadata", "draw_instances", "empty_instances"]
+__all__ = ["MissingWeightsError", "setup_cfg", "build_predictor", "get_metadata", "make_metadata", "draw_instances",
+           "empty_instances"]
+
+
+class MissingWeightsError(ValueError):
+    """Inference asked for without detector weights (a randomly initialised model would label noise)."""
 
 
 def setup_cfg(config_file: str, weights: Optional[str] = None, opts: Sequence[str] = (), device: Optional[str] = None,
               confidence_threshold: Optional[float] = None, classifier_weights: Optional[str] = None,
-              discard_threshold: Optional[float] = None):
+              discard_threshold: Optional[float] = None, class_names: Optional[Sequence[str]] = None):
     """:func:`cardd_d2.engine.setup_cfg` with the inference tools' flags applied after ``opts`` (frozen).
 
-    ``confidence_threshold`` sets the test score thresholds of ROI heads, RetinaNet and panoptic FPN.
+    ``confidence_threshold`` sets the test score thresholds of ROI heads, RetinaNet and panoptic FPN. The weights are
+    required (:class:`MissingWeightsError` otherwise) and read once for their class names: ``MODEL.CLASS_NAMES`` of
+    the result holds the names predictions are labelled with (see
+    :func:`cardd_d2.checkpoint.class_names.resolve_class_names`; a missing or unreadable file raises
+    ``CheckpointError``, names that disagree with ``NUM_CLASSES`` raise ``ClassNamesError``).
     """
+    from cardd_d2.checkpoint.class_names import resolve_class_names
     from cardd_d2.engine.setup import setup_cfg as setup_engine_cfg
 
     settings = {}
@@ -35,43 +45,50 @@ def setup_cfg(config_file: str, weights: Optional[str] = None, opts: Sequence[st
         settings["MODEL.DAMAGE_GATE.WEIGHTS"] = classifier_weights
     if discard_threshold is not None:
         settings["MODEL.DAMAGE_GATE.DISCARD_THRESHOLD"] = float(discard_threshold)
-    return setup_engine_cfg(config_file, opts, settings=settings)
+    if class_names:
+        settings["MODEL.CLASS_NAMES"] = [str(n) for n in class_names]
+    cfg = setup_engine_cfg(config_file, opts, freeze=False, settings=settings)
+    if not cfg.MODEL.WEIGHTS:
+        raise MissingWeightsError("no detector weights: give --weights FILE (or set MODEL.WEIGHTS), e.g. the "
+                                  "model_final.pth that tools/train_net.py wrote")
+    if "://" in cfg.MODEL.WEIGHTS:
+        raise MissingWeightsError(f"MODEL.WEIGHTS is {cfg.MODEL.WEIGHTS!r}, a download (the config's starting point "
+                                  "for training, not a trained detector): give --weights FILE, e.g. the "
+                                  "model_final.pth that tools/train_net.py wrote")
+    names, source = resolve_class_names(cfg)
+    logger.info("class names from %s: %s", source, ", ".join(names))
+    cfg.MODEL.CLASS_NAMES = names
+    cfg.freeze()
+    return cfg
 
 
 def build_predictor(cfg):
-    """detectron2's ``DefaultPredictor`` (model built once, weights from ``cfg.MODEL.WEIGHTS``, BGR input)."""
+    """detectron2's ``DefaultPredictor`` (model built once, weights from ``cfg.MODEL.WEIGHTS``, BGR input) whose
+    ``metadata`` carries the class names of ``cfg.MODEL.CLASS_NAMES`` (set by :func:`setup_cfg`)."""
     import cardd_d2  # noqa: F401  (registers cardd's models)
     from detectron2.engine import DefaultPredictor
 
-    return DefaultPredictor(cfg)
+    predictor = DefaultPredictor(cfg)
+    predictor.metadata = get_metadata(cfg)
+    return predictor
 
 
-def get_metadata(cfg=None):
-    """Metadata of ``cfg.DATASETS.TEST[0]`` when registered with ``thing_classes`` (and as many classes as the model
-    predicts), else CarDD's names and colours."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
+def make_metadata(class_names: Sequence[str]):
+    """Visualizer metadata for ``class_names`` (CarDD's colours when they are CarDD's classes)."""
+    from detectron2.data.catalog import Metadata
 
-    num_classes = None
-    if cfg is not None:
-        arch = str(cfg.MODEL.META_ARCHITECTURE)
-        num_classes = cfg.MODEL.RETINANET.NUM_CLASSES if "RetinaNet" in arch else cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    if cfg is not None and len(cfg.DATASETS.TEST):
-        name = cfg.DATASETS.TEST[0]
-        if name in DatasetCatalog.list() or name in MetadataCatalog.list():
-            meta = MetadataCatalog.get(name)
-            classes = meta.get("thing_classes")
-            if classes and num_classes is not None and len(classes) != num_classes:
-                logger.warning("dataset %s has %d classes but the model predicts %d: using CarDD's names",
-                               name, len(classes), num_classes)
-            elif classes:
-                if not meta.get("thing_colors") and len(meta.thing_classes) == len(CARDD_CLASS_NAMES):
-                    meta.thing_colors = [c["color"] for c in CARDD_CATEGORIES]
-                return meta
-    meta = MetadataCatalog.get("cardd_default_visualisation")
-    if not meta.get("thing_classes"):
-        meta.thing_classes = list(CARDD_CLASS_NAMES)
+    names = [str(n) for n in class_names]
+    meta = Metadata(name="cardd_inference", thing_classes=names)
+    if names == list(CARDD_CLASS_NAMES):
         meta.thing_colors = [c["color"] for c in CARDD_CATEGORIES]
     return meta
+
+
+def get_metadata(cfg):
+    """Metadata with the model's class names, ``cfg.MODEL.CLASS_NAMES`` as :func:`setup_cfg` resolved them."""
+    if not len(cfg.MODEL.CLASS_NAMES):
+        raise ValueError("MODEL.CLASS_NAMES is empty: build the config with cardd_d2.assessment.predictor.setup_cfg")
+    return make_metadata(cfg.MODEL.CLASS_NAMES)
 
 
 def draw_instances(image_bgr: np.ndarray, instances, metadata, score_threshold: float = 0.0) -> np.ndarray:

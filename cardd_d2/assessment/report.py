@@ -10,8 +10,9 @@ The report follows ``report_schema.json`` (JSON Schema draft 2020-12) next to th
 - ``error``: the file could not be used (``reason`` says why: not an image, truncated, missing, empty folder...).
 
 Conversions that did not stop processing (grayscale, alpha, 16-bit, CMYK, EXIF rotation, downscaling) are listed in
-``warnings``. When ``output_dir`` is given, ``report.json``, annotated images (``images/<name>.jpg``) and a
-self-contained ``index.html`` (thumbnails embedded as base64) are written there.
+``warnings``. When ``output_dir`` is given, ``report.json`` (first, atomically), annotated images
+(``images/<name>.jpg``) and ``index.html`` (thumbnails embedded as base64, each linking to its annotated image) are
+written there; problems writing the page or an image never lose results (see :func:`write_outputs`).
 """
 from __future__ import annotations
 
@@ -23,11 +24,15 @@ import json
 import logging
 import os
 import time
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+from urllib.parse import quote
 
 import numpy as np
 
 from .images import DEFAULT_MAX_SIDE, ImageLoadError, InputItem, LoadedImage, discover_inputs, load_image
+from cardd_d2.data.categories import CARDD_CLASS_NAMES
+from cardd_d2.utils.io import atomic_open, atomic_save_json
+
 from .instances import DEFAULT_REPAIR_PRIORITY, instances_to_dicts, sort_by_priority
 
 logger = logging.getLogger(__name__)
@@ -37,8 +42,8 @@ SCHEMA_VERSION = "1.0"
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report_schema.json")
 THUMBNAIL_SIDE = 320
 
-__all__ = ["SCHEMA_NAME", "SCHEMA_VERSION", "SCHEMA_PATH", "assess", "assess_image", "load_schema",
-           "validate_report", "write_html", "write_report"]
+__all__ = ["SCHEMA_NAME", "SCHEMA_VERSION", "SCHEMA_PATH", "ReportWriteError", "assess", "assess_image", "load_schema",
+           "validate_report", "write_html", "write_outputs", "write_report"]
 
 
 def load_schema() -> dict:
@@ -118,9 +123,11 @@ def assess_image(
         counts[d["class"]] = counts.get(d["class"], 0) + 1
     rec["counts"] = counts
     if draw:
-        from .predictor import draw_instances, get_metadata
+        from .predictor import draw_instances, make_metadata
 
-        vis = draw_instances(image.bgr, instances, metadata or get_metadata(None), score_threshold=score_threshold)
+        if metadata is None:
+            metadata = make_metadata(class_names if class_names is not None else CARDD_CLASS_NAMES)
+        vis = draw_instances(image.bgr, instances, metadata, score_threshold=score_threshold)
     rec["time_s"] = round(time.perf_counter() - t0, 4)
     return rec, vis
 
@@ -219,63 +226,130 @@ def assess(
                 from PIL import Image
 
                 rel = os.path.join("images", item.name + ".jpg")
-                Image.fromarray(vis).save(os.path.join(output_dir, rel), quality=90)
-                rec["annotated_image"] = rel.replace(os.sep, "/")
+                try:
+                    Image.fromarray(vis).save(os.path.join(output_dir, rel), quality=90)
+                    rec["annotated_image"] = rel.replace(os.sep, "/")
+                except (OSError, ValueError) as e:
+                    rec["warnings"].append(f"annotated image not written: {type(e).__name__}: {e}")
             if write_html_page:
                 thumbs[item.name] = _thumbnail_b64(vis)
         records.append(rec)
     report = new_report(records, model_info, priority, score_threshold, time.perf_counter() - t0)
     if output_dir:
-        write_report(report, os.path.join(output_dir, "report.json"))
-        if write_html_page:
-            write_html(report, os.path.join(output_dir, "index.html"), thumbs)
+        write_outputs(report, output_dir, thumbs if write_html_page else None)
     return report
 
 
+class ReportWriteError(OSError):
+    """report.json could not be written (the results exist only in memory)."""
+
+
+def write_outputs(report: dict, output_dir: str, thumbnails: Optional[dict] = None) -> None:
+    """``report.json`` first (atomically), then ``index.html`` when ``thumbnails`` is given.
+
+    A failure to write the page never costs the results: it is logged and added to ``report["output_errors"]``,
+    and report.json is written again with it. A failure to write report.json raises :class:`ReportWriteError`.
+    """
+    json_path = os.path.join(output_dir, "report.json")
+    write_report(report, json_path)
+    if thumbnails is None:
+        return
+    try:
+        write_html(report, os.path.join(output_dir, "index.html"), thumbnails)
+    except Exception as e:  # noqa: BLE001 - the results are already safe in report.json
+        msg = f"index.html not written: {type(e).__name__}: {e}"
+        logger.error("%s (the results are in %s)", msg, json_path)
+        report.setdefault("output_errors", []).append(msg)
+        write_report(report, json_path)
+
+
 def write_report(report: dict, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
-    os.replace(tmp, path)
-    return path
+    """Write ``report`` as JSON atomically; :class:`ReportWriteError` names the file when that fails."""
+    try:
+        return atomic_save_json(report, path, indent=1)
+    except (OSError, TypeError, ValueError) as e:
+        raise ReportWriteError(f"{path}: cannot write the report ({type(e).__name__}: {e})") from e
 
 
 _CSS = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}th{background:#f3f3f3}
-.ok{color:#176117}.discarded{color:#555}.error{color:#b00020}.skipped{color:#8a6d00}img{max-width:320px}
-ul{margin:0;padding-left:1.2em}"""
+.ok{color:#176117}.damage{color:#8a2a00}.discarded{color:#555}.error{color:#b00020}.skipped{color:#8a6d00}
+img{max-width:320px}ul{margin:0;padding-left:1.2em}dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px}
+dt{font-weight:bold}dd{margin:0}"""
+
+_STATUS_TEXT = {"discarded": "discarded by the gate (judged undamaged)", "skipped": "skipped (not an image file)",
+                "error": "failed"}
+
+
+def _text(value) -> str:
+    """HTML-escaped text of any str, including file names that are not valid UTF-8 (shown as \\xNN escapes)."""
+    s = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return html.escape(s)
+
+
+def _href(rel_path: str) -> str:
+    """A relative link to a file whose name may hold any bytes the OS allows."""
+    return html.escape(quote(os.fsencode(rel_path)), quote=True)
+
+
+def _status_text(r: dict) -> Tuple[str, str]:
+    if r["status"] == "ok":
+        n = len(r["instances"])
+        return ("damage", f"{n} damage{'s' if n != 1 else ''} detected") if n else ("ok", "no damage detected")
+    return r["status"], _STATUS_TEXT[r["status"]]
+
+
+def _settings_block(report: dict) -> str:
+    m, st = report.get("model", {}), report.get("settings", {})
+    gate = m.get("gate")
+    rows = [("config", m.get("config_file", "-")), ("weights", m.get("weights", "-")),
+            ("classes", ", ".join(m.get("class_names", [])) or "-"),
+            ("minimum detection score", st.get("score_threshold", "-")),
+            ("damaged/undamaged gate", "none (every image goes to the detector)" if not gate else
+             f"{gate.get('weights', '?')}: discard when P(undamaged) > {gate.get('discard_threshold', '?')}")]
+    return "<dl>" + "".join(f"<dt>{_text(k)}</dt><dd>{_text(v)}</dd>" for k, v in rows) + "</dl>"
+
+
+def _damage_items(r: dict, limit: int = 20) -> str:
+    items = [f"<li>{_text(d['class'])}: score {d['score']:.2f}, size {_text(d['size_bucket'])}, "
+             f"{d['area_pct']:.2f}% of the image area</li>" for d in r["instances"][:limit]]
+    if len(r["instances"]) > limit:
+        items.append(f"<li>... {len(r['instances']) - limit} more (see report.json)</li>")
+    return "<ul>" + "".join(items) + "</ul>" if items else ""
 
 
 def write_html(report: dict, path: str, thumbnails: Optional[dict] = None) -> str:
-    """A single self-contained HTML page (no external resources; thumbnails inlined as base64 data URIs)."""
+    """One HTML page: thumbnails inlined as base64 data URIs, each linking to its full annotated image."""
     thumbnails = thumbnails or {}
-    esc = html.escape
     s = report["summary"]
+    with_gate = any(r["damaged_probability"] is not None for r in report["images"])
+    counts = [("images", s["num_inputs"]), ("with damage", s["num_with_damage"]),
+              ("no damage detected", s["num_ok"] - s["num_with_damage"]),
+              ("discarded by the gate", s["num_discarded"]), ("skipped", s["num_skipped"]),
+              ("failed", s["num_failed"]), ("damages found", s["num_instances"])]
     parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>CarDD damage assessment</title>",
-        f"<style>{_CSS}</style></head><body><h1>CarDD damage assessment</h1>",
-        f"<p>{esc(report['created'])} &middot; schema {esc(report['schema'])} v{esc(report['schema_version'])}</p>",
-        "<p>", ", ".join(f"{esc(k.replace('num_', '').replace('_', ' '))}: {v}" for k, v in s.items()
-                         if not isinstance(v, dict)), "</p>",
-        "<table><tr><th>image</th><th>file</th><th>status</th><th>P(damaged)</th><th>damages (repair order)</th>"
-        "<th>notes</th></tr>",
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Car damage assessment</title>",
+        f"<style>{_CSS}</style></head><body><h1>Car damage assessment</h1>",
+        f"<p>{_text(report['created'])} &middot; schema {_text(report['schema'])} v{_text(report['schema_version'])}"
+        "</p>",
+        _settings_block(report),
+        "<p>" + ", ".join(f"{_text(k)}: {v}" for k, v in counts) + "</p>",
+        "<table><tr><th>image</th><th>file</th><th>result</th>" + ("<th>P(damaged)</th>" if with_gate else "")
+        + "<th>damages, in repair order</th><th>notes</th></tr>",
     ]
     for r in report["images"]:
         thumb = thumbnails.get(r["name"])
-        img = f"<img alt='{esc(r['name'])}' src='data:image/jpeg;base64,{thumb}'>" if thumb else ""
-        p = "" if r["damaged_probability"] is None else f"{r['damaged_probability']:.3f}"
-        dmg = "".join(f"<li>{esc(d['class'])} {d['score']:.2f} ({esc(d['size_bucket'])}, {d['area_pct']:.2f}%)</li>"
-                      for d in r["instances"][:20])
-        if len(r["instances"]) > 20:
-            dmg += f"<li>... {len(r['instances']) - 20} more</li>"
-        notes = [r["reason"]] if r["reason"] else []
-        notes += r["warnings"]
-        parts.append(
-            f"<tr><td>{img}</td><td>{esc(r['file'])}</td><td class='{esc(r['status'])}'>{esc(r['status'])}</td>"
-            f"<td>{p}</td><td><ul>{dmg}</ul></td><td>{'<br>'.join(esc(n) for n in notes)}</td></tr>")
+        img = f"<img alt='{_text(r['name'])}' src='data:image/jpeg;base64,{thumb}'>" if thumb else ""
+        if img and r.get("annotated_image"):
+            img = f"<a href='{_href(r['annotated_image'])}'>{img}</a>"
+        css, label = _status_text(r)
+        p = ""
+        if with_gate:
+            p = "<td>-</td>" if r["damaged_probability"] is None else f"<td>{r['damaged_probability']:.3f}</td>"
+        notes = ([r["reason"]] if r["reason"] else []) + r["warnings"]
+        parts.append(f"<tr><td>{img}</td><td>{_text(r['file'])}</td><td class='{css}'>{_text(label)}</td>{p}"
+                     f"<td>{_damage_items(r)}</td><td>{'<br>'.join(_text(n) for n in notes)}</td></tr>")
     parts.append("</table></body></html>")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         f.write("".join(parts))
     return path

@@ -8,9 +8,10 @@ endpoint annotations at runtime.)
   ``cardd assess``, one entry in ``images``; masks as COCO RLE).
 
 The predictor is built once, at start-up (``predictor_factory()`` runs in the app's lifespan), and calls are
-serialised with a lock. Request bodies larger than ``max_upload_bytes`` are refused with 413 (checked on the
-``Content-Length`` header and again while the body streams in); an empty upload or a file that is not a decodable image
-gets 400 / 415 with the reason.
+serialised with a lock. An image file larger than ``max_upload_bytes`` is refused with 413, and every 413 states that
+same limit (``/health`` reports it too); the request body may exceed the limit only by the multipart envelope.
+A request with more than one file gets 400 (one image per request), an empty upload 400, a file that is not a
+decodable image 415, each with the reason.
 """
 
 import contextlib
@@ -27,6 +28,10 @@ DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 _MULTIPART_OVERHEAD = 16 * 1024
 
 __all__ = ["create_app", "DEFAULT_MAX_UPLOAD_BYTES"]
+
+
+def _too_large(limit: int) -> str:
+    return f"upload larger than the limit of {limit} bytes ({limit / 2**20:.1f} MB) per image"
 
 
 class _BodyLimit:
@@ -47,8 +52,8 @@ class _BodyLimit:
             return await self.app(scope, receive, send)
         from starlette.exceptions import HTTPException
 
-        limit = self.limit
-        detail = f"request body larger than the limit of {limit} bytes"
+        limit = self.limit + _MULTIPART_OVERHEAD
+        detail = _too_large(self.limit)
         for k, v in scope.get("headers", []):
             if k == b"content-length":
                 try:
@@ -93,7 +98,9 @@ def create_app(
 ):
     """FastAPI app; ``predictor_factory()`` is called once at start-up and must return a predictor
     (callable BGR array -> ``{"instances": Instances}``)."""
-    from fastapi import FastAPI, File, HTTPException, UploadFile
+    from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+    from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import UploadFile as StarletteUploadFile
 
     state = {"predictor": None, "lock": threading.Lock()}
     info = dict(model_info or {})
@@ -116,15 +123,13 @@ def create_app(
         return {"status": "ok", "model_loaded": state["predictor"] is not None, "gate": gate is not None,
                 "schema_version": SCHEMA_VERSION, "max_upload_bytes": int(max_upload_bytes)}
 
-    @app.post("/assess")
-    def assess_upload(file: UploadFile = File(..., description="one image (JPEG, PNG, ...)")):
-        # A sync endpoint: FastAPI runs it in a worker thread, so inference does not block the event loop.
+    def assess_file(file) -> dict:
         if state["predictor"] is None:
             raise HTTPException(status_code=503, detail="model not loaded")
         data = file.file.read(max_upload_bytes + 1)
         name = file.filename or "upload"
         if len(data) > max_upload_bytes:
-            raise HTTPException(status_code=413, detail=f"{name}: file larger than the upload limit of {max_upload_bytes} bytes")
+            raise HTTPException(status_code=413, detail=f"{name}: {_too_large(max_upload_bytes)}")
         if not data:
             raise HTTPException(status_code=400, detail=f"{name}: empty upload")
         try:
@@ -140,6 +145,17 @@ def create_app(
                                     detail=f"{name}: processing failed: {type(e).__name__}: {e}") from None
         return new_report([rec], info, priority, score_threshold, rec["time_s"])
 
+    @app.post("/assess")
+    async def assess_upload(request: Request, file: UploadFile = File(..., description="one image (JPEG, PNG, ...)")):
+        # FastAPI would keep one of several files silently: count them all.
+        form = await request.form()
+        files = [v for _, v in form.multi_items() if isinstance(v, StarletteUploadFile)]
+        if len(files) > 1:
+            names = ", ".join(f.filename or "?" for f in files)
+            raise HTTPException(status_code=400, detail=f"one image per request; got {len(files)} files ({names})")
+        # Inference in a worker thread, so it does not block the event loop.
+        return await run_in_threadpool(assess_file, file)
+
     # Outermost wrapper so oversized bodies are refused before multipart parsing.
-    app.add_middleware(_BodyLimit, limit=int(max_upload_bytes) + _MULTIPART_OVERHEAD)
+    app.add_middleware(_BodyLimit, limit=int(max_upload_bytes))
     return app

@@ -96,6 +96,17 @@ def _torch_load(path: str):
         raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({type(e).__name__}: {msg})") from None
 
 
+def _check_pickle_frame(path: str) -> None:
+    """A pickle starts with the PROTO opcode (protocol >= 2) and ends with STOP: catches junk and truncated files
+    without unpickling them."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+        f.seek(-1, os.SEEK_END)
+        tail = f.read(1)
+    if head[:1] != b"\x80" or tail != b".":
+        raise CheckpointError(f"{path}: cannot be read as a pickled checkpoint (corrupt, truncated or not a pickle)")
+
+
 def read_checkpoint_info(path: str) -> CheckpointInfo:
     """Class names and box-predictor class count of the checkpoint at ``path`` (cheap: tensors are memory-mapped).
 
@@ -108,6 +119,7 @@ def read_checkpoint_info(path: str) -> CheckpointInfo:
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{path}: empty weights file")
     if path.endswith(".pkl"):
+        _check_pickle_frame(path)
         return CheckpointInfo(path, None, None)
     obj = _torch_load(path)
     if not isinstance(obj, dict):

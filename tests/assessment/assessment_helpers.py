@@ -20,6 +20,25 @@ TINY_DETECTOR_OVERRIDES = [
 ]
 
 
+# A 6-class model of car parts (not CarDD's damage classes): the same class count, other names.
+PARTS = ["door", "front_bumper", "hood", "fender", "headlamp", "damage"]
+
+
+def save_detector_checkpoint(cfg, path, names=None):
+    """A random-init model of ``cfg`` saved like tools/train_net.py checkpoints (``thing_classes`` when given)."""
+    from detectron2.modeling import build_model
+
+    import cardd_d2  # noqa: F401  (registers cardd's models)
+    from cardd_d2.checkpoint.class_names import THING_CLASSES_KEY
+
+    torch.manual_seed(0)
+    obj = {"model": build_model(cfg).state_dict(), "iteration": 0}
+    if names is not None:
+        obj[THING_CLASSES_KEY] = list(names)
+    torch.save(obj, path)
+    return path
+
+
 class FakePredictor:
     """Deterministic stand-in for DefaultPredictor: one instance per entry of ``spec`` [(class_id, score), ...].
 

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from assessment_helpers import constant_gate
+from assessment_helpers import PARTS, constant_gate
 
 from cardd_d2.assessment.images import load_image
 from cardd_d2.assessment.challenging import (
@@ -134,7 +134,7 @@ def test_gate_discarding_everything_vs_nothing(extended, tiny_predictor, tmp_pat
     table = open(tmp_path / "all" / "table_vi.md").read()
     assert f"| undamaged images discarded by the classifier | {n_u} | {PAPER_TABLE_VI_COUNTS['undamaged_discarded']} |" \
         in table
-    assert "not in the project's spec" in table
+    assert "AP values are ours" in table and "spec" not in table
     # P(damaged) = 0.5: nothing discarded, so gated == ungated; the random detector fires on undamaged images.
     res2 = run_challenging_setting(tiny_predictor, constant_gate(0.5), ext_name, damaged_dataset=dmg_name,
                                    tasks=("bbox", "segm"), progress=False)
@@ -145,7 +145,7 @@ def test_gate_discarding_everything_vs_nothing(extended, tiny_predictor, tmp_pat
     assert _same(res2["results"]["ungated"], res["results"]["ungated"])  # the detector is the same in both runs
 
 
-def test_tool_end_to_end(synthetic_cardd, tiny_config_file, tmp_path, capsys):
+def test_tool_end_to_end(synthetic_cardd, tiny_config_file, save_tiny_weights, tiny_weights, tmp_path, capsys):
     import importlib.util
 
     from cardd_d2.assessment.classifier import save_checkpoint
@@ -158,9 +158,16 @@ def test_tool_end_to_end(synthetic_cardd, tiny_config_file, tmp_path, capsys):
     ckpt = save_checkpoint(str(tmp_path / "gate.pth"), constant_gate(0.02).model, "tiny", 32, 0)
     s = synthetic_cardd
     out = str(tmp_path / "out")
-    rc = tool.main(["--config-file", tiny_config_file, "--classifier-weights", ckpt, "--test-json", s["json"]["test"],
-                    "--image-root", s["image_dirs"]["test"], "--undamaged-dir", s["undamaged_dir"],
-                    "--max-undamaged", "2", "--no-compare", "--no-progress", "--output", out])
+    args = ["--config-file", tiny_config_file, "--classifier-weights", ckpt, "--test-json", s["json"]["test"],
+            "--image-root", s["image_dirs"]["test"], "--undamaged-dir", s["undamaged_dir"],
+            "--max-undamaged", "2", "--no-compare", "--no-progress", "--output", out]
+    # a model whose class names are not the test json's is refused before any inference, naming both
+    parts = save_tiny_weights(PARTS, "parts.pth")
+    assert tool.main(args + ["--weights", parts]) == 2
+    err = capsys.readouterr().err
+    assert parts in err and s["json"]["test"] in err and "door" in err and "scratch" in err
+    assert not os.path.exists(os.path.join(out, "challenging_results.json"))
+    rc = tool.main(args + ["MODEL.WEIGHTS", tiny_weights])  # weights as a trailing config override
     assert rc == 0
     printed = capsys.readouterr().out
     assert "undamaged images discarded: 2 / 2" in printed and "Table VI" in printed

@@ -47,6 +47,26 @@ def test_huge_image_downscaled(files):
     assert max(small.bgr.shape[:2]) == 32
 
 
+def test_large_photos_decode_downscaled_up_to_the_limit(tmp_path, monkeypatch):
+    """Pillow's decompression-bomb limit (89 MP by default) does not refuse photos below MAX_PIXELS (200 MP):
+    simulated here at a small scale by lowering Pillow's limit under the size of a small JPEG."""
+    from PIL import Image, JpegImagePlugin
+
+    import cardd_d2.assessment.images as images
+
+    path = save(rgb_image(h=90, w=120), str(tmp_path / "phone.jpg"), quality=95)
+    drafts = []
+    real_draft = JpegImagePlugin.JpegImageFile.draft
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", lambda im, *a: drafts.append(a) or real_draft(im, *a))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4000)  # the photo is > 2x Pillow's limit: Pillow alone refuses it
+    img = load_image(path, max_side=30)
+    assert img.original_size == (90, 120) and max(img.bgr.shape[:2]) == 30 and drafts  # reduced JPEG decoding
+    assert Image.MAX_IMAGE_PIXELS == 4000  # Pillow's global is left as it was
+    monkeypatch.setattr(images, "MAX_PIXELS", 10000)
+    with pytest.raises(ImageLoadError, match=r"120x90 = 0.0108 MP, more than the limit of 0.01 MP"):
+        load_image(path)
+
+
 @pytest.mark.parametrize("case,reason", [("truncated", "truncated"), ("corrupt", "corrupt"),
                                          ("text_as_jpg", "not an image"), ("empty", "empty file"),
                                          ("txt", "not an image")])

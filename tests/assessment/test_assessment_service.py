@@ -93,10 +93,12 @@ def test_bad_uploads_get_clear_4xx(server):
         r = c.post("/assess", data={"x": "1"})
         assert r.status_code == 422  # no file field
         # too large: just over the file limit (checked by the endpoint), far over (refused from Content-Length) ...
+        limit = f"limit of {MAX_UPLOAD} bytes"  # the same number in every refusal and in /health
+        assert c.get("/health").json()["max_upload_bytes"] == MAX_UPLOAD
         for extra in (100, MAX_UPLOAD):
             big = b"\xff\xd8\xff" + bytes(MAX_UPLOAD + extra)
             r = c.post("/assess", files={"file": ("big.jpg", big, "image/jpeg")})
-            assert r.status_code == 413 and "limit" in r.json()["detail"], r.text
+            assert r.status_code == 413 and limit in r.json()["detail"], r.text
         # ... and streamed without Content-Length (chunked)
         boundary = "cardd-test-boundary"
 
@@ -108,7 +110,14 @@ def test_bad_uploads_get_clear_4xx(server):
             yield f"\r\n--{boundary}--\r\n".encode()
 
         r = c.post("/assess", content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"})
-        assert r.status_code == 413 and "request body larger" in r.json()["detail"], r.text
+        assert r.status_code == 413 and limit in r.json()["detail"], r.text
+        # two files: refused, not one of them silently dropped
+        png = _png_bytes(rgb_image())
+        for files in ([("file", ("a.png", png, "image/png")), ("file", ("b.png", png, "image/png"))],
+                      [("file", ("a.png", png, "image/png")), ("other", ("b.png", png, "image/png"))]):
+            r = c.post("/assess", files=files)
+            assert r.status_code == 400 and "one image per request" in r.json()["detail"], r.text
+            assert "a.png" in r.json()["detail"] and "b.png" in r.json()["detail"]
         assert c.get("/health").status_code == 200  # still serving
     assert made[0].calls == calls  # none of them reached the model
 
@@ -125,8 +134,12 @@ def test_gate_in_service():
     validate_report(r.json())
 
 
-def test_cardd_serve_subprocess(tiny_config_file, tmp_path):
-    """`cardd serve` as a real process: health, one assessment, then shut down."""
+def test_cardd_serve_subprocess(tiny_config_file, save_tiny_weights, tmp_path):
+    """`cardd serve` as a real process with a 6-class parts model: health, one assessment labelled with the
+    checkpoint's names, then shut down."""
+    from assessment_helpers import PARTS
+
+    weights = save_tiny_weights(PARTS, "parts.pth")
     import os
     import signal
     import subprocess
@@ -135,7 +148,8 @@ def test_cardd_serve_subprocess(tiny_config_file, tmp_path):
     port = _free_port()
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "cardd_d2.cli", "serve", "--config-file", tiny_config_file,
-                             "--host", "127.0.0.1", "--port", str(port), "--max-upload-mb", "1"],
+                             "--host", "127.0.0.1", "--port", str(port), "--max-upload-mb", "1",
+                             "--confidence-threshold", "0.0", "MODEL.WEIGHTS", weights],
                             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS="1"))
     try:
         url = f"http://127.0.0.1:{port}"
@@ -150,7 +164,9 @@ def test_cardd_serve_subprocess(tiny_config_file, tmp_path):
         r = httpx.post(url + "/assess", files={"file": ("c.png", _png_bytes(rgb_image()), "image/png")}, timeout=60)
         assert r.status_code == 200, r.text
         validate_report(r.json())
-        assert r.json()["model"]["config_file"] == tiny_config_file
+        assert r.json()["model"]["config_file"] == tiny_config_file and r.json()["model"]["class_names"] == PARTS
+        found = {d["class"] for d in r.json()["images"][0]["instances"]}
+        assert found and found <= set(PARTS)
         assert httpx.get(url + "/health", timeout=5).json()["max_upload_bytes"] == 1024 * 1024
     finally:
         proc.send_signal(signal.SIGINT)

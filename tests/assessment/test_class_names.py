@@ -1,5 +1,6 @@
 """Class names stored in checkpoints: safe reading, and the checks against the config and datasets."""
 import logging
+import pickle
 
 import numpy as np
 import pytest
@@ -44,8 +45,11 @@ def test_read_names_count_and_numpy_state(tmp_path):
     torch.save({"model": {}}, legacy, _use_new_zipfile_serialization=False)
     assert read_checkpoint_info(str(legacy)).thing_classes is None
     pkl = tmp_path / "zoo.pkl"
-    pkl.write_bytes(b"not unpickled here")
-    assert read_checkpoint_info(str(pkl)).thing_classes is None
+    pkl.write_bytes(pickle.dumps({"model": {"w": np.zeros(2)}, "__author__": "zoo"}, protocol=2))
+    assert read_checkpoint_info(str(pkl)).thing_classes is None  # .pkl files are not unpickled here
+    pkl.write_bytes(pkl.read_bytes()[:-5])
+    with pytest.raises(CheckpointError, match="zoo.pkl: cannot be read"):
+        read_checkpoint_info(str(pkl))
 
 
 class _Obj:

@@ -8,7 +8,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests", "assessment"))
-from assessment_helpers import TINY_DETECTOR_OVERRIDES, rgb_image, save  # noqa: E402
+from assessment_helpers import PARTS, TINY_DETECTOR_OVERRIDES, rgb_image, save, save_detector_checkpoint  # noqa: E402
 
 
 def _demo():
@@ -19,11 +19,15 @@ def _demo():
 
 
 @pytest.fixture
-def config_file(tiny_cfg, tmp_path):
+def tiny(tiny_cfg, tmp_path):
+    """(config file, random-init checkpoint with CarDD's names, one with a parts model's names)."""
+    from cardd_d2.data.categories import CARDD_CLASS_NAMES
+
     cfg = tiny_cfg("CarDD/mask_rcnn_R_50_FPN.yaml", *TINY_DETECTOR_OVERRIDES)
     path = tmp_path / "tiny.yaml"
     path.write_text(cfg.dump())
-    return str(path)
+    return (str(path), save_detector_checkpoint(cfg, str(tmp_path / "cardd.pth"), CARDD_CLASS_NAMES),
+            save_detector_checkpoint(cfg, str(tmp_path / "parts.pth"), PARTS))
 
 
 def _video(path, n=3, h=48, w=64):
@@ -37,7 +41,8 @@ def _video(path, n=3, h=48, w=64):
     return path
 
 
-def test_demo_folder_with_bad_files_and_video(config_file, tmp_path, capsys):
+def test_demo_folder_with_bad_files_and_video(tiny, tmp_path, capsys):
+    config_file, weights, _ = tiny
     src = tmp_path / "in"
     save(rgb_image(56, 72, seed=1), str(src / "x" / "car.jpg"))
     save(rgb_image(40, 40, seed=2)[:, :, 0], str(src / "y" / "car.png"))  # duplicate stem, grayscale
@@ -45,8 +50,8 @@ def test_demo_folder_with_bad_files_and_video(config_file, tmp_path, capsys):
     (src / "notes.txt").write_text("hello")
     video = _video(str(tmp_path / "clip.avi"))
     out = tmp_path / "out"
-    rc = _demo().main(["--config-file", config_file, "--input", str(src), video, "--output", str(out),
-                       "--confidence-threshold", "0.0", "--no-progress", "--polygons"])
+    rc = _demo().main(["--config-file", config_file, "--weights", weights, "--input", str(src), video, "--output",
+                       str(out), "--confidence-threshold", "0.0", "--no-progress", "--polygons"])
     assert rc == 1  # broken.jpg failed, everything else was processed
     captured = capsys.readouterr()
     assert "broken.jpg" in captured.err and "3 processed" in captured.out
@@ -71,14 +76,28 @@ def test_demo_folder_with_bad_files_and_video(config_file, tmp_path, capsys):
     cap.release()
 
 
-def test_demo_single_image_and_glob(config_file, tmp_path):
+def test_demo_single_image_and_glob(tiny, tmp_path):
+    config_file, weights, _ = tiny
     save(rgb_image(seed=3), str(tmp_path / "a1.jpg"))
     save(rgb_image(seed=4), str(tmp_path / "a2.jpg"))
     out = tmp_path / "o"
     rc = _demo().main(["--config-file", config_file, "--input", str(tmp_path / "a*.jpg"), "--output", str(out),
-                       "--no-progress"])
+                       "--no-progress", "MODEL.WEIGHTS", weights])
     assert rc == 0
     assert sorted(f for f in os.listdir(out) if f.endswith(".json")) == ["a1.json", "a2.json"]
     for f in ("a1.json", "a2.json"):
         # default --confidence-threshold 0.5 applies to the JSON too
         assert all(d["score"] >= 0.5 for d in json.load(open(out / f))["instances"])
+
+
+def test_demo_labels_with_the_checkpoints_class_names(tiny, tmp_path, capsys):
+    config_file, _, parts = tiny
+    save(rgb_image(seed=5), str(tmp_path / "car.jpg"))
+    out = tmp_path / "o"
+    args = ["--config-file", config_file, "--input", str(tmp_path / "car.jpg"), "--output", str(out), "--no-progress",
+            "--confidence-threshold", "0.0"]
+    assert _demo().main(args + ["--weights", parts]) == 0
+    found = {d["class"] for d in json.load(open(out / "car.json"))["instances"]}
+    assert found and found <= set(PARTS)
+    assert _demo().main(args) == 2  # no weights
+    assert "--weights" in capsys.readouterr().err
