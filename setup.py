@@ -12,5 +12,6 @@ setup(
         "numpy", "pycocotools", "opencv-python-headless", "Pillow", "tqdm", "matplotlib", "pysodmetrics", "pyyaml",
     ],
     extras_require={"serve": ["fastapi", "uvicorn", "python-multipart"]},
-    entry_points={"console_scripts": ["cardd=cardd_d2.cli:main"]},
+    py_modules=["cardd_cli"],  # the console script; outside cardd_d2 so that --help needs no torch
+    entry_points={"console_scripts": ["cardd=cardd_cli:main"]},
 )

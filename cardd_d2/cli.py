@@ -1,116 +1,8 @@
-"""The ``cardd`` console script: damage assessment of photos, as a batch report or an HTTP service.
-
-    cardd assess --config-file CFG --weights W [--classifier-weights C] INPUTS... --output DIR [KEY VALUE ...]
-    cardd serve  --config-file CFG --weights W [--classifier-weights C] [--host 127.0.0.1] [--port 8000] [KEY VALUE ...]
-
-Config overrides are trailing ``KEY VALUE`` pairs (detectron2 style). Parsing imports nothing heavy, so ``--help``
-answers at once; torch and detectron2 are imported when a command runs.
-"""
+"""The ``cardd`` commands (parsing and ``--help`` live in the top-level ``cardd_cli`` module, which imports this one
+only when a command runs)."""
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import re
 import sys
-from typing import List, Optional, Sequence, Tuple
-
-logger = logging.getLogger("cardd")
-
-_USAGE_ERROR = """  2  usage error: bad arguments or config, no --weights / MODEL.WEIGHTS, a missing or unreadable weights file,
-     class names that disagree with the model"""
-EXIT_CODES = f"""exit status:
-  0  every input was processed (or discarded by the gate, or skipped as a non-image found in a folder)
-  1  some inputs failed (unreadable, not an image, missing path, empty folder); the others are in the report
-{_USAGE_ERROR}, or report.json could not be written"""
-SERVE_EXIT_CODES = f"""exit status:
-  0  the service was stopped
-{_USAGE_ERROR}"""
-
-# A config key as detectron2 spells it: upper-case dotted words (MODEL.WEIGHTS, SOLVER.BASE_LR, OUTPUT_DIR).
-_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)+$|^[A-Z][A-Z0-9_]*_[A-Z0-9_]+$")
-
-
-class UsageError(ValueError):
-    pass
-
-
-def split_config_overrides(tokens: Sequence[str]) -> Tuple[List[str], List[str]]:
-    """Separate ``KEY VALUE`` config overrides from other positional tokens (input paths).
-
-    A token is a key when it is spelled like one (``MODEL.WEIGHTS``) and is not an existing path; the token after it
-    is its value.
-    """
-    others, overrides = [], []
-    it = iter(tokens)
-    for tok in it:
-        if _KEY.match(tok) and not os.path.exists(tok):
-            value = next(it, None)
-            if value is None:
-                raise UsageError(f"config override {tok} has no value (overrides are KEY VALUE pairs)")
-            overrides += [tok, value]
-        else:
-            others.append(tok)
-    return others, overrides
-
-
-def parse_class_names(text: Optional[str]) -> Optional[List[str]]:
-    if text is None:
-        return None
-    names = [n.strip() for n in text.split(",")]
-    if not all(names):
-        raise UsageError(f"--class-names: empty name in {text!r} (give comma-separated names)")
-    return names
-
-
-def add_model_args(p: argparse.ArgumentParser):
-    p.add_argument("--config-file", required=True, metavar="FILE", help="detectron2/cardd config (YAML)")
-    p.add_argument("--weights", default=None, metavar="FILE",
-                   help="detector checkpoint (sets MODEL.WEIGHTS); required, here or in the config")
-    p.add_argument("--class-names", default=None, metavar="A,B,...",
-                   help="comma-separated class names in class-id order (sets MODEL.CLASS_NAMES); default: the "
-                        "names stored in the checkpoint, else the config's dataset (with a warning)")
-    p.add_argument("--classifier-weights", default=None, metavar="FILE",
-                   help="damaged/undamaged classifier checkpoint (tools/train_classifier.py); enables the gate "
-                        "(sets MODEL.DAMAGE_GATE.WEIGHTS)")
-    p.add_argument("--discard-threshold", type=float, default=None,
-                   help="discard an image when P(undamaged) is above this (default MODEL.DAMAGE_GATE.DISCARD_THRESHOLD)")
-    p.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum detection score (default 0.5)")
-    p.add_argument("--device", default=None, help="cpu / cuda (default: MODEL.DEVICE, cpu without CUDA)")
-    p.add_argument("--max-side", type=int, default=10000,
-                   help="downscale images whose longer side is larger (default 10000 px)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="cardd", description="Car-damage assessment with a cardd detector.",
-                                     epilog=EXIT_CODES, formatter_class=fmt)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    a = sub.add_parser("assess", help="assess images, folders or list files and write a report",
-                       description="Assess photos and write report.json, annotated images and index.html.",
-                       epilog=EXIT_CODES, formatter_class=fmt)
-    a.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image files, folders, glob patterns or .txt/.lst lists; then optional KEY VALUE config "
-                        "overrides")
-    a.add_argument("--output", required=True, metavar="DIR", help="report.json, images/ and index.html go here")
-    a.add_argument("--polygons", action="store_true", help="also write mask polygons")
-    a.add_argument("--no-images", action="store_true", help="do not write annotated images")
-    a.add_argument("--no-html", action="store_true", help="do not write index.html")
-    a.add_argument("--no-progress", action="store_true")
-    add_model_args(a)
-
-    s = sub.add_parser("serve", help="run the HTTP assessment service",
-                       description="Serve POST /assess (one image per request) and GET /health.",
-                       epilog=SERVE_EXIT_CODES,
-                       formatter_class=fmt)
-    s.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--max-upload-mb", type=float, default=20.0,
-                   help="largest accepted image file in MB (default 20); larger uploads get HTTP 413")
-    add_model_args(s)
-    return parser
 
 
 def _load(args):
@@ -119,7 +11,7 @@ def _load(args):
 
     cfg = setup_cfg(args.config_file, weights=args.weights, opts=args.opts, device=args.device,
                     confidence_threshold=args.confidence_threshold, classifier_weights=args.classifier_weights,
-                    discard_threshold=args.discard_threshold, class_names=parse_class_names(args.class_names))
+                    discard_threshold=args.discard_threshold, class_names=args.class_names)
     gate = DamageGate.from_config(cfg)
     meta = get_metadata(cfg)
     info = {"config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS, "class_names": list(meta.thing_classes),
@@ -164,25 +56,8 @@ def cmd_serve(args, cfg, gate, meta, info) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    # Positionals after the options (trailing KEY VALUE overrides, more inputs) come back as extras.
-    args, extra = parser.parse_known_args(argv)
-    unknown = [t for t in extra if t.startswith("--")]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    try:
-        if args.command == "assess":
-            args.inputs, args.opts = split_config_overrides(args.inputs + extra)
-            if not args.inputs:
-                raise UsageError("no INPUT given")
-        else:
-            args.opts += extra
-        if len(args.opts) % 2:
-            raise UsageError(f"config overrides are KEY VALUE pairs; got {' '.join(args.opts)}")
-    except UsageError as e:
-        parser.error(str(e))
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def run(args) -> int:
+    """Run the parsed ``cardd assess`` / ``cardd serve`` command; the exit status (see ``cardd --help``)."""
     try:
         loaded = _load(args)
     except (FileNotFoundError, ValueError, KeyError) as e:
@@ -190,7 +65,3 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"cardd {args.command}: error: {e}", file=sys.stderr)
         return 2
     return (cmd_assess if args.command == "assess" else cmd_serve)(args, *loaded)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from cardd_d2.cli import UsageError, parse_class_names
+from cardd_cli import UsageError, parse_class_names
 
 
 EXIT_CODES = """exit status:

@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from cardd_d2.cli import UsageError, parse_class_names, split_config_overrides
+from cardd_cli import UsageError, parse_class_names, split_config_overrides
 
 EXIT_CODES = """exit status:
   0  every input was processed

@@ -21,8 +21,14 @@ import os
 import sys
 
 
+EXIT_CODES = """exit status:
+  0  trained and/or evaluated; metrics written
+  2  usage error: bad arguments, no training or test data given, a missing or unreadable checkpoint"""
+
+
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EXIT_CODES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", metavar="DIR", help="folder with damaged/ and undamaged/")
     p.add_argument("--test", metavar="DIR", help="folder with damaged/ and undamaged/")
     p.add_argument("--train-coco", nargs=3, metavar=("JSON", "IMAGE_ROOT", "UNDAMAGED_DIR"))

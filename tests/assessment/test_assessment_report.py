@@ -9,7 +9,7 @@ from assessment_helpers import PARTS, FakePredictor, constant_gate, rgb_image, s
 
 from cardd_d2.assessment import assess, validate_report
 from cardd_d2.assessment.report import load_schema
-from cardd_d2.cli import main as cardd_main
+from cardd_cli import main as cardd_main
 
 
 @pytest.fixture(scope="module")

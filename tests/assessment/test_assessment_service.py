@@ -147,7 +147,7 @@ def test_cardd_serve_subprocess(tiny_config_file, save_tiny_weights, tmp_path):
 
     port = _free_port()
     log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "cardd_d2.cli", "serve", "--config-file", tiny_config_file,
+    proc = subprocess.Popen([sys.executable, "-m", "cardd_cli", "serve", "--config-file", tiny_config_file,
                              "--host", "127.0.0.1", "--port", str(port), "--max-upload-mb", "1",
                              "--confidence-threshold", "0.0", "MODEL.WEIGHTS", weights],
                             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS="1"))
