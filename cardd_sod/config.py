@@ -13,7 +13,7 @@ from fvcore.common.config import CfgNode as _CfgNode
 
 from .models.backbone_weights import MSRA_R50
 
-__all__ = ["CfgNode", "get_sod_cfg", "setup_sod_cfg", "parse_named_paths"]
+__all__ = ["CfgNode", "get_sod_cfg", "setup_sod_cfg"]
 
 
 class CfgNode(_CfgNode):
@@ -108,14 +108,3 @@ def setup_sod_cfg(config_file: Optional[str] = None, opts: Iterable[str] = (), f
     if freeze:
         cfg.freeze()
     return cfg
-
-
-def parse_named_paths(items, flag: str) -> dict:
-    """``["NAME=PATH", ...]`` from a repeatable command-line flag -> ``{NAME: PATH}`` (SystemExit on a bad item)."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SystemExit(f"{flag} expects NAME=PATH, got {item!r}")
-        name, path = item.split("=", 1)
-        out[name] = path
-    return out

@@ -1,19 +1,18 @@
 #!/usr/bin/env python
 """Build the DUTS-style CarDD SOD layout from COCO instance annotations.
 
-  python tools/coco_to_sod.py --json instances_test2017.json --image-dir test2017 --split TE --out CarDD_SOD
-  python tools/coco_to_sod.py --coco-root CarDD_COCO --out CarDD_SOD                 (all three splits)
-  python tools/coco_to_sod.py --coco-root CarDD_COCO --out CarDD_SOD_classwise --classwise
-  python tools/coco_to_sod.py ... --category dent                                      (one class only)
+  python tools/coco_to_sod.py --json instances_test2017.json --image-dir test2017 --split TE --output CarDD_SOD
+  python tools/coco_to_sod.py --coco-root CarDD_COCO --output CarDD_SOD                 (all three splits)
+  python tools/coco_to_sod.py --coco-root CarDD_COCO --output CarDD_SOD_classwise --classwise
+  python tools/coco_to_sod.py ... --category dent                                         (one class only)
+
+Exit codes: 0 ok, 1 error (missing json / image, bad annotation; the message names the file and id),
+2 usage error.
 """
 import argparse
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cardd_sod.data import coco_root_to_sod, coco_to_sod, coco_to_sod_classwise  # noqa: E402
+from cardd_sod.data import coco_root_to_sod, coco_to_sod, coco_to_sod_classwise
 
 
 def main(argv=None):
@@ -24,7 +23,7 @@ def main(argv=None):
     ap.add_argument("--image-dir", help="image folder of --json")
     ap.add_argument("--split", default="TR", help="TR | VAL | TE (or train/val/test) for --json")
     ap.add_argument("--splits", nargs="+", default=["TR", "VAL", "TE"], help="splits for --coco-root")
-    ap.add_argument("--out", required=True, help="output SOD root")
+    ap.add_argument("--output", required=True, metavar="DIR", help="output SOD root")
     ap.add_argument("--classwise", action="store_true", help="one layout per class under OUT/<class>/")
     ap.add_argument("--category", help="only this class (id or name)")
     ap.add_argument("--keep-empty", choices=["auto", "yes", "no"], default="auto",
@@ -44,9 +43,9 @@ def main(argv=None):
         if not args.image_dir:
             ap.error("--json needs --image-dir")
         fn = coco_to_sod_classwise if args.classwise else coco_to_sod
-        res = fn(args.json, args.image_dir, args.out, args.split, **kw)
+        res = fn(args.json, args.image_dir, args.output, args.split, **kw)
     else:
-        res = coco_root_to_sod(args.coco_root, args.out, args.splits, classwise=args.classwise, **kw)
+        res = coco_root_to_sod(args.coco_root, args.output, args.splits, classwise=args.classwise, **kw)
     print(json.dumps(res, indent=1, default=str)[:4000])
     return res
 

@@ -1,24 +1,26 @@
 #!/usr/bin/env python
 """Class-wise SOD experiments (paper Table IX): six class-wise datasets, train + test one model on each.
 
-  python tools/sod_classwise.py --model sgl_krn --coco-root datasets/CarDD_COCO --work-dir output/sod_classwise
+  python tools/sod_classwise.py --model sgl_krn --coco-root datasets/CarDD_COCO --output output/sod_classwise
   python tools/sod_classwise.py --model u2netp --train-json tr.json --train-images tr/ --test-json te.json \
-      --test-images te/ --work-dir out [KEY VALUE ...overrides, e.g. SOLVER.EPOCHS 1]
+      --test-images te/ --output out [KEY VALUE ...overrides, e.g. SOLVER.EPOCHS 1]
+
+--output receives the class-wise datasets (data/), one training run per class (runs/<class>/) and
+classwise_results.{json,md}.  --config-file defaults to configs/SOD/<model>.yaml.
+
+Exit codes: 0 ok, 1 error (missing annotations or images; the message names the file), 2 usage error.
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cardd_sod.classwise import run_classwise  # noqa: E402
-from cardd_sod.data import cardd_coco_sources, layout  # noqa: E402
+from cardd_sod.classwise import run_classwise
+from cardd_sod.data import cardd_coco_sources, layout
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="csnet | poolnet | u2net | u2netp | sgl_krn")
-    ap.add_argument("--config", default=None, help="default configs/SOD/<model>.yaml")
+    ap.add_argument("--config-file", default=None, metavar="FILE", help="default configs/SOD/<model>.yaml")
     ap.add_argument("--coco-root", help="CarDD_COCO folder (or a CarDD root holding CarDD_COCO)")
     ap.add_argument("--train-json")
     ap.add_argument("--train-images")
@@ -26,7 +28,7 @@ def main(argv=None):
     ap.add_argument("--test-images")
     ap.add_argument("--classes", nargs="+", default=None, help="subset of classes (names or ids)")
     ap.add_argument("--keep-empty", action="store_true", help="keep images without the class (empty masks)")
-    ap.add_argument("--work-dir", required=True)
+    ap.add_argument("--output", required=True, metavar="DIR", help="work folder (datasets, runs, results)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = ap.parse_args(argv)
@@ -40,7 +42,7 @@ def main(argv=None):
             ap.error("give --coco-root or all of --train-json/--train-images/--test-json/--test-images")
         sources = {"TR": (args.train_json, args.train_images), "TE": (args.test_json, args.test_images)}
     classes = [int(c) if c.isdigit() else c for c in args.classes] if args.classes else None
-    res = run_classwise(args.model, sources, args.work_dir, args.config, args.opts, classes, args.keep_empty,
+    res = run_classwise(args.model, sources, args.output, args.config_file, args.opts, classes, args.keep_empty,
                         progress=not args.no_progress)
     print(res["table"])
     return res

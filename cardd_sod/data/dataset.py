@@ -12,8 +12,9 @@ single-channel (or grey RGB) image of exactly the image's size.  Masks with valu
 JPEG artefacts) are binarised with ``> 128`` with a warning naming the file, or rejected when ``strict_masks=True``.
 A 0/1 mask (max value 1) is read as foreground = 1, with a warning.
 
-Preprocessing is a model spec's :class:`~cardd_sod.data.preprocess.PreprocessSpec` (``get_sod_spec(name).preprocess``).
-Random augmentation draws from a generator seeded with ``(seed, epoch, index)`` so data order and augmentation are identical across resumes and worker counts.
+Preprocessing is a model spec's :class:`~cardd_sod.data.preprocess.PreprocessSpec` (``get_sod_spec(name)
+.preprocess``).  Random augmentation draws from a generator seeded with ``(seed, epoch, index)`` so data order and
+augmentation are identical across resumes and worker counts.
 """
 from __future__ import annotations
 

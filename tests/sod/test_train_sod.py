@@ -123,9 +123,9 @@ def test_train_tool_end_to_end(sod_root, tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out = tmp_path / "e2e"
-    res = mod.main(["--config", "configs/SOD/csnet.yaml", "--no-progress", "MODEL.NAME", "tiny", "MODEL.DEVICE",
-                    "cpu", "DATA.ROOT", sod_root, "DATA.NUM_WORKERS", "0", "INPUT.SIZE", "[32, 40]",
-                    "SOLVER.BATCH_SIZE", "3", "SOLVER.EPOCHS", "1", "OUTPUT_DIR", str(out)])
+    res = mod.main(["--config-file", "configs/SOD/csnet.yaml", "--output", str(out), "--no-progress",
+                    "MODEL.NAME", "tiny", "MODEL.DEVICE", "cpu", "DATA.ROOT", sod_root, "DATA.NUM_WORKERS", "0",
+                    "INPUT.SIZE", "[32, 40]", "SOLVER.BATCH_SIZE", "3", "SOLVER.EPOCHS", "1"])
     m = res["metrics"]
     assert m["num_images"] == 3 and 0 <= m["MAE"] <= 1 and 0 <= m["S_m"] <= 1
     preds = sorted(os.listdir(out / "predictions" / "CarDD-TE"))
@@ -136,7 +136,7 @@ def test_train_tool_end_to_end(sod_root, tmp_path):
     with open(out / "metrics" / "sod_metrics_TE.json") as f:
         assert json.load(f)["F_beta"] == m["F_beta"]
     assert os.path.isfile(out / "checkpoints" / "epoch_0001.pth") and os.listdir(out / "tb")
-    again = mod.main(["--config", str(out / "config.yaml"), "--eval-only", "--resume", "--no-progress"])
+    again = mod.main(["--config-file", str(out / "config.yaml"), "--eval-only", "--resume", "--no-progress"])
     assert again["metrics"]["MAE"] == pytest.approx(m["MAE"])
 
 
