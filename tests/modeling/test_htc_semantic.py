@@ -3,6 +3,7 @@
 ROI-head tests run on random FPN-like features (fast); a few tests build the tiny full model (R-50-FPN, 128 px).
 Stuff maps are made up here: labels from the pixel position, with ignored (255) patches.
 """
+import logging
 import math
 import os
 import uuid
@@ -407,3 +408,42 @@ def test_mmdet_semantic_head_keys_convert_and_load_exactly():
     # drop_heads drops the detector's class layers, not the stuff-class logits
     dropped = convert_mmdet_state_dict(sd, drop_heads=True)
     assert "roi_heads.semantic_head.conv_logits.weight" in dropped.model
+
+
+def test_release_htc_checkpoint_with_semantic_head_loads_strictly_without_the_branch(caplog):
+    # The released COCO HTC checkpoints carry a FusedSemanticHead; CarDD's HTC has no semantic branch. Converting such
+    # a checkpoint and loading it must not leave unexpected keys: the 22 semantic-head tensors are dropped on load.
+    from cardd_d2.checkpoint import convert_mmdet_state_dict
+    from test_cascade_convert import expected_pairs, fake_mmdet
+
+    with_semantic = build_heads(semantic_cfg())
+    src, dst = "roi_head.semantic_head.", "roi_heads.semantic_head."
+    pairs = expected_pairs(htc=True)
+    for x in ("weight", "bias"):
+        for i in range(5):
+            pairs[f"{src}lateral_convs.{i}.conv.{x}"] = f"{dst}lateral_convs.{i}.{x}"
+        for i in range(4):
+            pairs[f"{src}convs.{i}.conv.{x}"] = f"{dst}convs.{i}.{x}"
+        pairs[f"{src}conv_embedding.conv.{x}"] = f"{dst}conv_embedding.{x}"
+        pairs[f"{src}conv_logits.{x}"] = f"{dst}conv_logits.{x}"
+    converted = convert_mmdet_state_dict(fake_mmdet(with_semantic, pairs)).model
+    assert sum(k.startswith(dst) for k in converted) == 22
+
+    plain = build_heads(make_cfg(HTC))  # configs/CarDD/htc_R_50_FPN.yaml: MODEL.HTC.WITH_SEMANTIC False
+    assert not plain.with_semantic
+    with caplog.at_level(logging.INFO, logger="cardd_d2.modeling.roi_heads.htc"):
+        plain.load_state_dict({k[len("roi_heads."):]: v for k, v in converted.items()}, strict=True)
+    assert f"dropped the checkpoint's semantic head ({NUM_STUFF} stuff classes), 22 tensors" in caplog.text
+    torch.testing.assert_close(plain.box_predictor[2].cls_score.weight,
+                               converted["roi_heads.box_predictor.2.cls_score.weight"])
+    # the model with the branch keeps every tensor
+    with_semantic.load_state_dict({k[len("roi_heads."):]: v for k, v in converted.items()}, strict=True)
+
+
+def test_htc_tests_with_the_released_score_threshold():
+    from cardd_d2.engine import setup_cfg
+    from tiny_config import config_path
+
+    for config in ("CarDD/htc_R_50_FPN.yaml", "CarDD/htc_R_101_FPN.yaml", SEMANTIC):
+        assert setup_cfg(config_path(config)).MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.001
+    assert setup_cfg(config_path("CarDD/cascade_mask_rcnn_R_50_FPN.yaml")).MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.05

@@ -28,6 +28,7 @@ Its semantic feature is RoIAligned and added to the pooled box and/or mask ROI f
 """
 from __future__ import annotations
 
+import logging
 from typing import Dict, List, Optional
 
 import torch
@@ -49,7 +50,23 @@ from .htc_semantic import (
 
 _FUSION_BRANCHES = ("bbox", "mask")
 
-__all__ = ["HTCROIHeads"]
+__all__ = ["HTCROIHeads", "drop_semantic_head"]
+
+
+def drop_semantic_head(state_dict: dict, prefix: str) -> List[str]:
+    """Remove the ``{prefix}semantic_head.*`` entries from ``state_dict`` in place, logging what was dropped;
+    returns the removed keys."""
+    keys = [k for k in state_dict if k.startswith(f"{prefix}semantic_head.")]
+    if keys:
+        logits = state_dict.get(f"{prefix}semantic_head.conv_logits.weight")
+        classes = f" ({logits.shape[0]} stuff classes)" if logits is not None else ""
+        for k in keys:
+            del state_dict[k]
+        logging.getLogger(__name__).info(
+            "HTC without the semantic branch (MODEL.HTC.WITH_SEMANTIC False): dropped the checkpoint's semantic head%s,"
+            " %d tensors.", classes, len(keys)
+        )
+    return keys
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -83,6 +100,13 @@ class HTCROIHeads(MMDetCascadeROIHeads):
     @property
     def with_semantic(self) -> bool:
         return self.semantic_head is not None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # mmdetection's COCO HTC checkpoints carry the semantic head (183 COCO-stuff classes); a model without the
+        # semantic branch (CarDD has no stuff maps) has no place for it, so it is dropped here, with a note.
+        if not self.with_semantic:
+            drop_semantic_head(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def _fusion_poolers(self) -> List[SemanticFusionPooler]:
