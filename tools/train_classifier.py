@@ -2,7 +2,7 @@
 """Train / evaluate the damaged-vs-undamaged classifier (CarDD paper, Section IV).
 
     # folders with damaged/ and undamaged/ subfolders
-    python tools/train_classifier.py --train data/cls/train --test data/cls/test --weights imagenet --output out/cls
+    python tools/train_classifier.py --train data/cls/train --test data/cls/test --pretrained imagenet --output out/cls
     # COCO-derived: images with annotations = damaged, plus a folder of undamaged images
     python tools/train_classifier.py --train-coco instances_train2017.json train2017/ undamaged_train/ \
         --test-coco instances_test2017.json test2017/ undamaged_test/ --output out/cls
@@ -10,7 +10,7 @@
     python tools/train_classifier.py --eval-only --checkpoint out/cls/model_final.pth --test data/cls/test
 
 Defaults follow the paper: VGG16, all layers fine-tuned, cross-entropy, lr 0.001, batch 16, 10 epochs (SGD momentum
-0.9). ``--weights imagenet`` uses torchvision's ImageNet weights from its cache (never downloaded here); the default
+0.9). ``--pretrained imagenet`` uses torchvision's ImageNet weights from its cache (never downloaded here); the default
 is random init. Writes last.pth (every epoch; --resume continues from it), model_final.pth, metrics.json and
 confusion_matrix.png, and prints accuracy, precision, recall and the FP/FN shares of the test set beside the paper's.
 """
@@ -34,7 +34,9 @@ def get_parser():
     p.add_argument("--train-coco", nargs=3, metavar=("JSON", "IMAGE_ROOT", "UNDAMAGED_DIR"))
     p.add_argument("--test-coco", nargs=3, metavar=("JSON", "IMAGE_ROOT", "UNDAMAGED_DIR"))
     p.add_argument("--arch", default="vgg16", help="vgg16 (paper), vgg16_bn, vgg11, or tiny (tests only)")
-    p.add_argument("--weights", default="", help="'' (random init), 'imagenet' (torchvision cache) or a .pth path")
+    p.add_argument("--pretrained", default="", metavar="imagenet|FILE",
+                   help="ImageNet initialisation: 'imagenet' (torchvision's cache) or a torchvision VGG .pth; "
+                        "default: random init")
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=16)
@@ -43,7 +45,7 @@ def get_parser():
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--no-hflip", action="store_true", help="disable random horizontal flips in training")
     p.add_argument("--max-iters-per-epoch", type=int, default=None, help="(smoke tests)")
-    p.add_argument("--output", default="output/classifier")
+    p.add_argument("--output", default="output/classifier", metavar="DIR")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pth")
     p.add_argument("--eval-only", action="store_true")
     p.add_argument("--checkpoint", default=None, help="checkpoint to evaluate with --eval-only")
@@ -80,7 +82,11 @@ def main(argv=None) -> int:
         if not args.checkpoint or test_set is None:
             print("--eval-only needs --checkpoint and --test/--test-coco", file=sys.stderr)
             return 2
-        model, ckpt = C.load_classifier_checkpoint(args.checkpoint, device=device)
+        try:
+            model, ckpt = C.load_classifier_checkpoint(args.checkpoint, device=device)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"train_classifier: error: {e}", file=sys.stderr)
+            return 2
         if ckpt.get("input_size", args.input_size) != args.input_size:
             test_set.transform = C.build_transform(ckpt["input_size"])
     else:
@@ -93,11 +99,15 @@ def main(argv=None) -> int:
         labels = train_set.labels()
         print(f"train: {int((labels == 1).sum())} damaged + {int((labels == 0).sum())} undamaged images"
               + (f", {len(train_set.skipped)} unreadable skipped" if train_set.skipped else ""))
-        model, history = C.train_classifier(
-            train_set, args.output, arch=args.arch, weights=args.weights or None, input_size=args.input_size,
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-            weight_decay=args.weight_decay, resume=args.resume, device=device, num_workers=args.num_workers,
-            seed=args.seed, progress=not args.no_progress, max_iters_per_epoch=args.max_iters_per_epoch)
+        try:
+            model, history = C.train_classifier(
+                train_set, args.output, arch=args.arch, pretrained=args.pretrained or None, input_size=args.input_size,
+                epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                weight_decay=args.weight_decay, resume=args.resume, device=device, num_workers=args.num_workers,
+                seed=args.seed, progress=not args.no_progress, max_iters_per_epoch=args.max_iters_per_epoch)
+        except (FileNotFoundError, ValueError) as e:  # pretrained weights missing or not ImageNet VGG weights
+            print(f"train_classifier: error: {e}", file=sys.stderr)
+            return 2
     if test_set is None:
         return 0
     m = C.evaluate_classifier(model, test_set, batch_size=args.batch_size, device=device,

@@ -57,9 +57,9 @@ def test_vgg16_has_2_way_head_all_layers_trainable():
 def test_imagenet_weights_never_downloaded(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.raises(FileNotFoundError, match="not in torchvision's cache"):
-        C.build_classifier("vgg11", weights="imagenet")
+        C.build_classifier("vgg11", pretrained="imagenet")
     with pytest.raises(FileNotFoundError, match="not found"):
-        C.build_classifier("vgg11", weights=str(tmp_path / "missing.pth"))
+        C.build_classifier("vgg11", pretrained=str(tmp_path / "missing.pth"))
     with pytest.raises(ValueError, match="unknown classifier arch"):
         C.build_classifier("resnet9000")
 
@@ -95,10 +95,10 @@ def test_train_tool_checkpoints_resume_and_evaluation(tmp_path, capsys):
     assert metrics["n"] == 12 and sum(map(sum, metrics["confusion"])) == 12
     # 1 epoch, then resume to 2: identical to 2 straight epochs (same shuffles, optimiser state restored).
     assert tool.main(common + ["--epochs", "1", "--output", out_b]) == 0
-    assert torch.load(os.path.join(out_b, "last.pth"), weights_only=False)["epoch"] == 0
+    assert torch.load(os.path.join(out_b, "last.pth"), weights_only=True)["epoch"] == 0
     assert tool.main(common + ["--epochs", "2", "--output", out_b, "--resume"]) == 0
-    a = torch.load(os.path.join(out_a, "model_final.pth"), weights_only=False)
-    b = torch.load(os.path.join(out_b, "model_final.pth"), weights_only=False)
+    a = torch.load(os.path.join(out_a, "model_final.pth"), weights_only=True)
+    b = torch.load(os.path.join(out_b, "model_final.pth"), weights_only=True)
     assert len(b["history"]["epochs"]) == 2
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k])
@@ -142,19 +142,46 @@ def test_gate_from_config(tmp_path):
 
 
 def test_imagenet_state_dict_drops_the_1000_way_layer(monkeypatch, tmp_path):
+    from cardd_d2.assessment.classifier.model import _imagenet_state_dict
+
     fake = {"features.0.weight": torch.ones(2, 3, 3, 3), "classifier.6.weight": torch.zeros(1000, 4),
             "classifier.6.bias": torch.zeros(1000)}
     path = str(tmp_path / "vgg_imagenet.pth")
     torch.save(fake, path)
-    state = C._imagenet_state_dict("vgg16", path)
-    assert set(state) == {"features.0.weight"}
+    assert set(_imagenet_state_dict("vgg16", path)) == {"features.0.weight"}
     # found in the (redirected) torchvision cache under torchvision's file name
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     os.makedirs(tmp_path / "checkpoints")
     torch.save(fake, C.imagenet_cache_path("vgg16"))
-    assert set(C._imagenet_state_dict("vgg16", "imagenet")) == {"features.0.weight"}
-    # a fine-tuned 2-way state dict or one of our checkpoints is not treated as ImageNet weights
+    assert set(_imagenet_state_dict("vgg16", "imagenet")) == {"features.0.weight"}
+    # a fine-tuned 2-way state dict or one of our checkpoints is a checkpoint=, not pretrained weights
     torch.save({"classifier.6.weight": torch.zeros(2, 4)}, path)
-    assert C._imagenet_state_dict("vgg16", path) is None
+    with pytest.raises(ValueError, match="checkpoint="):
+        _imagenet_state_dict("vgg16", path)
     C.save_checkpoint(path, C.build_classifier("tiny"), "tiny", 32, 0)
-    assert C._imagenet_state_dict("vgg16", path) is None
+    with pytest.raises(ValueError, match="checkpoint="):
+        _imagenet_state_dict("vgg16", path)
+
+
+class _Payload:
+    pass
+
+
+def test_checkpoints_are_read_once_and_safely(tmp_path, monkeypatch):
+    model = C.build_classifier("tiny")
+    path = C.save_checkpoint(str(tmp_path / "c.pth"), model, "tiny", 32, 3, extra={"history": {"epochs": []}})
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(k.get("weights_only")) or real_load(*a, **k))
+    loaded, ckpt = C.load_classifier_checkpoint(path)
+    assert loads == [True] and ckpt["epoch"] == 3 and ckpt["input_size"] == 32
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v)
+    again = C.build_classifier("tiny", checkpoint=path)
+    torch.testing.assert_close(again.state_dict()["classifier.3.bias"], model.state_dict()["classifier.3.bias"])
+    assert loads == [True, True]
+    torch.save({"model": model.state_dict(), "arch": "tiny", "payload": _Payload()}, tmp_path / "unsafe.pth")
+    with pytest.raises(ValueError, match="unsafe.pth: cannot be read"):
+        C.load_classifier_checkpoint(str(tmp_path / "unsafe.pth"))
+    with pytest.raises(ValueError, match="not both"):
+        C.build_classifier("vgg11", pretrained="imagenet", checkpoint=path)
