@@ -56,6 +56,14 @@ def add_cardd_config(cfg):
     _C.MODEL.RESNETS.GC_ON_PER_STAGE = [False, False, False, False]
     _C.MODEL.RESNETS.GC_RATIO = 1.0 / 4
 
+    # ---------------------------------------------------------------- RPN anchor assignment (cardd_d2.modeling.proposal_generator)
+    # Read by PROPOSAL_GENERATOR.NAME "CarDDRPN". Low-quality matches: "detectron2" (an anchor that is a ground
+    # truth's best keeps its own best ground truth; no minimum IoU) or "mmdet" (it is reassigned to that ground truth
+    # if the IoU is >= LOW_QUALITY_MIN_IOU; mmdet MaxIoUAssigner min_pos_iou, 0.3 for the released RPNs).
+    # CarDDRPN also leaves anchors outside BOUNDARY_THRESH out of the assignment, as mmdet's allowed_border.
+    _C.MODEL.RPN.LOW_QUALITY_MATCHES = "detectron2"
+    _C.MODEL.RPN.LOW_QUALITY_MIN_IOU = 0.3
+
     # ---------------------------------------------------------------- ROI box classifier loss (cardd_d2.modeling.roi_heads)
     # "ce" (detectron2's softmax cross-entropy) or "focal".
     _C.MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE = "ce"
