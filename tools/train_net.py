@@ -3,34 +3,61 @@
 
     python tools/train_net.py --config-file configs/CarDD/dcn_plus_R_101_FPN.yaml --num-gpus 4
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
-    python tools/train_net.py --config-file ... --resume          # continue an interrupted run
+    python tools/train_net.py --config-file ... SOLVER.MAX_ITER 9000 --resume   # continue an interrupted run
 
 CarDD's splits are registered from --cardd-root or $CARDD_DATASETS (the folder holding CarDD_COCO).
 --num-gpus x --num-machines must divide SOLVER.IMS_PER_BATCH (the released recipe's images per iteration), unless
 SOLVER.REFERENCE_WORLD_SIZE scales the recipe (cardd_d2.engine.world_size); otherwise the tool stops at once.
-
-Exit codes: 0 ok, 2 usage error (e.g. a batch that the processes cannot split).
 """
-import os
+import logging
 import sys
 
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import default_argument_parser, default_setup, launch
+import yaml
+from detectron2.engine import default_argument_parser, launch
 
 import cardd_d2  # noqa: F401  (registers cardd's models)
-from cardd_d2.engine import CarDDTrainer, register_datasets_for_cfg, setup_cfg
+from cardd_d2.checkpoint.checkpointer import TrainingCheckpointer
+from cardd_d2.checkpoint.class_names import check_same_names, read_checkpoint_info
+from cardd_d2.engine import CarDDTrainer, default_cardd_setup, register_datasets_for_cfg, setup_cfg
 from cardd_d2.engine.world_size import check_world_size
+from cardd_d2.tool_args import EXIT_STATUS_HELP, OVERRIDES_HELP, parse_args_with_overrides
+
+logger = logging.getLogger("cardd_d2.train_net")
+
+EPILOG = f"""examples:
+  train_net.py --config-file configs/CarDD/dcn_plus_R_50_FPN.yaml --num-gpus 4
+  train_net.py --config-file configs/CarDD/dcn_plus_R_50_FPN.yaml SOLVER.IMS_PER_BATCH 2 SOLVER.BASE_LR 0.0025
+  train_net.py --config-file ... --resume                 # continue from the newest checkpoint in OUTPUT_DIR
+  train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+
+{OVERRIDES_HELP}.
+
+{EXIT_STATUS_HELP}
+"""
 
 
-def main(args):
-    cfg = setup_cfg(args.config_file, args.opts, freeze=False)
-    cfg.freeze()
-    default_setup(cfg, args)
+def _check_eval_classes(cfg):
+    """Evaluating a model on a dataset with other class names would silently score the wrong classes."""
+    if not cfg.MODEL.WEIGHTS or cfg.MODEL.WEIGHTS.endswith(".pkl") or "://" in cfg.MODEL.WEIGHTS:
+        return
+    from detectron2.data import MetadataCatalog
+
+    saved = read_checkpoint_info(cfg.MODEL.WEIGHTS).thing_classes
+    for name in cfg.DATASETS.TEST:
+        names = MetadataCatalog.get(name).get("thing_classes")
+        if saved is not None and names is not None:
+            check_same_names(saved, f"checkpoint {cfg.MODEL.WEIGHTS}", names, f"dataset {name}")
+
+
+def main(args, cfg):
+    default_cardd_setup(cfg, args)
     register_datasets_for_cfg(cfg, args.cardd_root)
 
     if args.eval_only:
         model = CarDDTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        if not args.resume:
+            _check_eval_classes(cfg)
+        TrainingCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return CarDDTrainer.test(cfg, model)
 
     trainer = CarDDTrainer(cfg)
@@ -39,19 +66,35 @@ def main(args):
 
 
 def build_parser():
-    parser = default_argument_parser(epilog=__doc__)
+    parser = default_argument_parser(epilog=EPILOG)
     parser.add_argument("--cardd-root", default=None,
                         help="folder that holds CarDD_COCO (default: $CARDD_DATASETS)")
     return parser
 
 
-if __name__ == "__main__":
-    args = build_parser().parse_args()
+def parse_args(argv=None):
+    """(args, cfg): flags in any position, config overrides (KEY VALUE pairs) in ``args.opts``, and the config they
+    give; a bad file, key or value is a usage error (exit status 2) before any process starts."""
+    parser = build_parser()
+    args = parse_args_with_overrides(parser, argv)
+    try:
+        cfg = setup_cfg(args.config_file, args.opts)
+    except (OSError, KeyError, AssertionError, ValueError, TypeError, yaml.YAMLError) as e:
+        parser.error(f"config {args.config_file or '(none)'} with overrides {args.opts}: {e}")
     if not args.eval_only:
-        try:  # before any process starts
-            check_world_size(setup_cfg(args.config_file, args.opts), args.num_gpus * args.num_machines)
+        try:
+            check_world_size(cfg, args.num_gpus * args.num_machines)
         except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            parser.error(str(e))
+    return args, cfg
+
+
+def cli(argv=None) -> int:
+    args, cfg = parse_args(argv)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+           dist_url=args.dist_url, args=(args, cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

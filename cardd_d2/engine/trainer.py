@@ -85,6 +85,13 @@ class CarDDTrainer(DefaultTrainer):
             min_keypoints=0,
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
+        logger.info("Training on %d images of %s; classes: %s", len(dataset), ", ".join(cfg.DATASETS.TRAIN),
+                    training_class_names(cfg))
+        rr = cfg.INPUT.RANGE_RESIZE
+        if rr.ENABLED:
+            logger.info("INPUT.RANGE_RESIZE is enabled: training images are resized to width %d and a random height "
+                        "in %s (keep ratio: %s); INPUT.MIN_SIZE_TRAIN and INPUT.MAX_SIZE_TRAIN are ignored for "
+                        "training", rr.WIDTH, tuple(rr.HEIGHT_RANGE), rr.KEEP_RATIO)
         grouping = cfg.DATALOADER.ASPECT_RATIO_GROUPING
         sampler = ResumableTrainingSampler(
             len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None,

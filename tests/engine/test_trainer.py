@@ -1,4 +1,5 @@
 """CarDDTrainer: training lowers the loss, --resume continues iteration, LR schedule and data order exactly."""
+import json
 import os
 
 import pytest
@@ -106,7 +107,18 @@ def test_training_lowers_loss(synthetic_cardd, tiny_cfg):
     register_datasets_for_cfg(cfg, synthetic_cardd["root"])
     trainer = CarDDTrainer(cfg)
     trainer.resume_or_load(resume=False)
+    on_disk = {}
+
+    class _ReadMetricsWhileRunning(HookBase):
+        # what a run killed now would leave: metrics.json must already hold the first log period (iterations 0-19)
+        def after_step(self):
+            if self.trainer.iter == 19:
+                with open(os.path.join(cfg.OUTPUT_DIR, "metrics.json")) as f:
+                    on_disk["rows"] = [json.loads(line) for line in f if line.strip()]
+
+    trainer.register_hooks([_ReadMetricsWhileRunning()])
     trainer.train()
+    assert [r["iteration"] for r in on_disk["rows"]] == [19] and "total_loss" in on_disk["rows"][0]
     total = [v for v, _ in trainer.storage.history("total_loss").values()]
     assert len(total) == 30 and all(torch.isfinite(torch.tensor(total)))
     first, last = sum(total[:5]) / 5, sum(total[-5:]) / 5

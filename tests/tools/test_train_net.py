@@ -36,3 +36,59 @@ def test_two_process_gloo_training_then_eval_only(synthetic_cardd, tmp_path):
          + ["MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(eval_out),
             "DATASETS.TEST", "('cardd_test',)"])
     assert os.path.isfile(eval_out / "inference" / "cardd_test" / "results.md")
+
+
+def _train_net_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_net_tool", os.path.join(REPO_ROOT, "tools", "train_net.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_help_documents_exit_codes_and_overrides(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        _train_net_module().parse_args(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "exit status:" in out and "0  finished" in out and "2  usage error" in out
+    assert "KEY VALUE pairs" in out
+
+
+def test_bad_config_or_override_is_a_usage_error(capsys, tmp_path):
+    import pytest
+
+    tool = _train_net_module()
+    for argv, says in [(["--config-file", str(tmp_path / "nope.yaml")], "nope.yaml"),
+                       (["--config-file", QUICK, "SOLVER.NO_SUCH_KEY", "1"], "SOLVER.NO_SUCH_KEY"),
+                       (["--config-file", QUICK, "SOLVER.MAX_ITER"], "KEY VALUE pairs")]:
+        with pytest.raises(SystemExit) as e:
+            tool.parse_args(argv)
+        assert e.value.code == 2
+        assert says in capsys.readouterr().err
+
+
+def test_overrides_anywhere_resume_after_overrides_and_clean_log(synthetic_cardd, tmp_path):
+    from cardd_d2.checkpoint.class_names import read_checkpoint_info
+
+    out = tmp_path / "dcn_plus"
+    dcn_plus = config_path("CarDD/quickstart/dcn_plus_R_50_narrow_FPN_scratch.yaml")
+    opts = TINY_OVERRIDES + ["OUTPUT_DIR", str(out), "SOLVER.STEPS", "()", "DATASETS.TEST", "()",
+                             "SOLVER.CHECKPOINT_PERIOD", "1"]
+    # overrides between the flags
+    _run(opts[:6] + ["--config-file", dcn_plus] + opts[6:] + ["SOLVER.MAX_ITER", "2",
+                                                              "--cardd-root", synthetic_cardd["root"]])
+    log = (out / "log.txt").read_text()
+    assert "\x1b[" not in log  # no colour codes in the log file
+    assert "INPUT.RANGE_RESIZE is enabled" in log and "INPUT.MIN_SIZE_TRAIN and INPUT.MAX_SIZE_TRAIN are ignored" in log
+    assert "Training on 8 images of cardd_train" in log  # cardd's own INFO lines reach log.txt
+    assert read_checkpoint_info(str(out / "model_final.pth")).thing_classes is not None
+
+    # --resume after the overrides continues the run instead of being read as an override
+    proc = _run(["--config-file", dcn_plus, "--cardd-root", synthetic_cardd["root"]] + opts
+                + ["SOLVER.MAX_ITER", "3", "--resume"])
+    assert "Resuming data order at sample" in proc.stdout + proc.stderr
+    assert "Starting training from iteration 2" in (out / "log.txt").read_text()
