@@ -56,21 +56,24 @@ def test_every_shipped_yaml_loads():
         setup_cfg(f, freeze=False)
 
 
-def test_one_cuda_fallback_for_training_and_inference_tools(monkeypatch, caplog):
+def test_one_cuda_fallback_for_training_and_inference_tools(monkeypatch, caplog, tmp_path):
     import torch
 
     from cardd_d2.assessment.predictor import setup_cfg as setup_inference_cfg
 
+    weights = str(tmp_path / "w.pth")
+    torch.save({"model": {}}, weights)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with caplog.at_level(logging.WARNING, logger="cardd_d2"):
         a = setup_cfg(None, ["MODEL.DEVICE", "cuda"])
-        b = setup_inference_cfg(None, device="cuda:0", weights="w.pth", confidence_threshold=1,
-                                classifier_weights="c.pth", discard_threshold=0.7)
+        b = setup_inference_cfg(None, device="cuda:0", weights=weights, confidence_threshold=1,
+                                classifier_weights="c.pth", discard_threshold=0.7,
+                                class_names=[f"c{i}" for i in range(80)])
     assert a.MODEL.DEVICE == b.MODEL.DEVICE == "cpu"
     messages = [r.getMessage() for r in caplog.records if "CUDA is not available" in r.getMessage()]
     assert len(messages) == 2 and all(r.name == "cardd_d2.engine.setup" for r in caplog.records
                                       if "CUDA" in r.getMessage()), caplog.records
-    assert b.MODEL.WEIGHTS == "w.pth" and b.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 1.0
+    assert b.MODEL.WEIGHTS == weights and b.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 1.0
     assert b.MODEL.DAMAGE_GATE.WEIGHTS == "c.pth" and b.MODEL.DAMAGE_GATE.DISCARD_THRESHOLD == 0.7
     assert b.is_frozen()
 
