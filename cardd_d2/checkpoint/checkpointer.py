@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import uuid
 from typing import List, Optional, Sequence
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
+
+from cardd_d2.utils.io import atomic_open
 
 from .class_names import THING_CLASSES_KEY
 
@@ -29,30 +30,6 @@ _PERIODIC = re.compile(r"^model_(\d{7})\.pth$")
 _FINAL = "model_final.pth"
 
 
-class _AtomicFile:
-    """``open(path, mode)`` whose content replaces ``path`` only when the ``with`` block ends without an error."""
-
-    def __init__(self, path: str, mode: str):
-        self.path = path
-        folder, base = os.path.split(os.path.abspath(path))
-        self.tmp = os.path.join(folder, f".{base}.{uuid.uuid4().hex[:8]}.tmp")
-        self.file = open(self.tmp, mode)
-
-    def __enter__(self):
-        return self.file
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            self.file.close()
-            os.unlink(self.tmp)
-            return False
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.tmp, self.path)
-        return False
-
-
 class _AtomicWritePathManager:
     """detectron2's PathManager, except that local files opened for writing are written atomically."""
 
@@ -60,8 +37,8 @@ class _AtomicWritePathManager:
         return getattr(PathManager, name)
 
     def open(self, path: str, mode: str = "r", **kwargs):
-        if "w" in mode and not kwargs and "://" not in str(path):
-            return _AtomicFile(path, mode)
+        if mode in ("w", "wb") and not kwargs and "://" not in str(path):
+            return atomic_open(path, binary=mode == "wb")
         return PathManager.open(path, mode, **kwargs)
 
 
