@@ -18,6 +18,8 @@ import math
 import os
 from typing import Callable, Optional, Sequence
 
+from cardd_d2.utils.io import atomic_open, atomic_save_json
+
 from .images import IMAGE_EXTENSIONS, load_image
 from .predictor import empty_instances
 
@@ -74,9 +76,7 @@ def build_extended_test_set(test_json: str, image_root: str, undamaged_dir: str,
     out["images"] = images
     out.setdefault("info", {})
     out["info"] = dict(out["info"], description=f"CarDD more challenging setting: {test_json} + {undamaged_dir}")
-    os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
-    with open(out_json, "w", encoding="utf-8") as f:
-        json.dump(out, f)
+    atomic_save_json(out, out_json)
     return {"json": out_json, "image_root": image_root, "num_damaged": len(data["images"]),
             "num_undamaged": len(undamaged_ids), "undamaged_ids": undamaged_ids}
 
@@ -188,9 +188,8 @@ def run_challenging_setting(
            "count_score_threshold": count_score_threshold, "images": records}
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
-        with open(os.path.join(output_dir, "challenging_results.json"), "w", encoding="utf-8") as f:
-            json.dump(res, f, indent=1, allow_nan=True)
-        with open(os.path.join(output_dir, "table_vi.md"), "w", encoding="utf-8") as f:
+        atomic_save_json(res, os.path.join(output_dir, "challenging_results.json"), indent=1, allow_nan=True)
+        with atomic_open(os.path.join(output_dir, "table_vi.md")) as f:
             f.write(render_table_vi(res))
     return res
 

@@ -8,10 +8,11 @@ and skipped; the run goes on.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Callable, List, Optional, Sequence
+
+from cardd_d2.utils.io import atomic_save_json
 
 from .images import DEFAULT_MAX_SIDE, VIDEO_EXTENSIONS, ImageLoadError, discover_inputs, load_image
 from .instances import instances_to_dicts
@@ -20,11 +21,6 @@ from .predictor import draw_instances
 logger = logging.getLogger(__name__)
 
 __all__ = ["run_demo"]
-
-
-def _write_json(path: str, obj) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
 
 
 def _run_video(path: str, name: str, predictor, metadata, out_dir: str, score_threshold: float,
@@ -66,7 +62,7 @@ def _run_video(path: str, name: str, predictor, metadata, out_dir: str, score_th
             writer.release()
     if not frames:
         raise ImageLoadError(path, "video has no readable frames")
-    _write_json(os.path.join(out_dir, name + ".json"), {"file": path, "fps": fps, "frames": frames})
+    atomic_save_json({"file": path, "fps": fps, "frames": frames}, os.path.join(out_dir, name + ".json"), indent=1)
     return len(frames)
 
 
@@ -97,11 +93,12 @@ def run_demo(inputs: Sequence[str], predictor: Callable, metadata, output_dir: s
             inst = predictor(img.bgr)["instances"]
             vis = draw_instances(img.bgr, inst, metadata, score_threshold)
             Image.fromarray(vis).save(os.path.join(output_dir, it.name + ".jpg"), quality=90)
-            _write_json(os.path.join(output_dir, it.name + ".json"), {
+            atomic_save_json({
                 "file": it.path, "width": img.width, "height": img.height, "scale": img.scale,
                 "warnings": img.warnings,
                 "instances": instances_to_dicts(inst, metadata.get("thing_classes"), (img.height, img.width),
-                                                with_polygon=with_polygons, score_threshold=score_threshold)})
+                                                with_polygon=with_polygons, score_threshold=score_threshold)},
+                os.path.join(output_dir, it.name + ".json"), indent=1)
             done.append(it.name)
         except ImageLoadError as e:
             failed.append((it.path, e.reason))
