@@ -68,7 +68,14 @@ def build_predictor(cfg):
     import cardd_d2  # noqa: F401  (registers cardd's models)
     from detectron2.engine import DefaultPredictor
 
+    from cardd_d2.data.transforms import build_cardd_test_augmentation
+
     predictor = DefaultPredictor(cfg)
+    # The config's test resize (INPUT.RESIZE_BACKEND: cv2 in the paper configs), as in evaluation; DefaultPredictor's
+    # own is detectron2's PIL resize.
+    augs = build_cardd_test_augmentation(cfg)
+    if augs:
+        (predictor.aug,) = augs
     predictor.metadata = get_metadata(cfg)
     return predictor
 

@@ -28,7 +28,7 @@ from urllib import request
 from detectron2.utils.file_io import PathHandler, PathManager
 from iopath.common.file_io import file_lock, get_cache_dir
 
-from .mmdet_convert import convert_mmdet_checkpoint
+from .mmdet_convert import MmdetConversionError, convert_mmdet_checkpoint
 
 __all__ = [
     "MMDET_PREFIX",
@@ -147,7 +147,13 @@ def resolve_mmdet_checkpoint(name: str) -> str:
             )
         logger.info("Converting %s to detectron2 names: %s", original, converted)
         tmp = converted + ".tmp"
-        convert_mmdet_checkpoint(original, tmp)
+        try:
+            convert_mmdet_checkpoint(original, tmp)
+        except MmdetConversionError as e:
+            raise MmdetZooError(
+                f"{e}\nThe converted file is looked for at {converted}; to convert by hand: python "
+                f"tools/convert_mmdet_to_d2.py {original} {converted} (--trust-pickle only for a file you trust)"
+            ) from e
         os.replace(tmp, converted)
         return converted
 

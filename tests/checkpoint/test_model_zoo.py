@@ -174,3 +174,16 @@ def test_wrong_hash_after_download_removes_the_file(tmp_path, monkeypatch):
     with pytest.raises(MmdetZooError, match="removed"):
         PathManager.get_local_path("mmdet://" + wrong)
     assert not os.path.exists(os.path.join(mmdet_cache_dir(), wrong + ".pth"))
+
+
+def test_unconvertible_file_says_how_to_convert_by_hand(cache, tmp_path):
+    src = tmp_path / "bad.pth"
+    torch.save({"state_dict": {"backbone.unknown_layer.weight": torch.zeros(1)}}, src)
+    stem = f"mask_rcnn_r50_fpn_1x_coco_20991231-{sha256_prefix(src)}"
+    os.makedirs(mmdet_cache_dir())
+    shutil.copy(src, os.path.join(mmdet_cache_dir(), stem + ".pth"))
+    with pytest.raises(MmdetZooError) as e:
+        PathManager.get_local_path("mmdet://" + stem)
+    converted = os.path.join(mmdet_cache_dir(), "converted", stem + ".pth")
+    assert "backbone.unknown_layer.weight" in str(e.value) and f"tools/convert_mmdet_to_d2.py" in str(e.value)
+    assert converted in str(e.value) and not os.path.exists(converted)

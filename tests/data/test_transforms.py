@@ -193,3 +193,13 @@ def test_trainer_test_loader_feeds_cv2_resized_images(tmp_path):
     (batch,) = [b for b, _ in zip(CarDDTrainer.build_test_loader(cfg, name), range(1))]
     expected = torch.as_tensor(cv2.resize(img, (47, 30), interpolation=cv2.INTER_LINEAR)).permute(2, 0, 1)
     assert torch.equal(batch[0]["image"], expected)  # paper configs read RGB, as the mmdetection weights expect
+
+
+def test_inference_predictor_uses_the_configs_test_resize():
+    from cardd_d2.assessment.predictor import build_predictor
+
+    cfg = _paper_cfg("mask_rcnn_R_50_FPN", "MODEL.WEIGHTS", "", "MODEL.CLASS_NAMES", str(["a"] * 6),
+                     "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64")
+    aug = build_predictor(cfg).aug
+    assert isinstance(aug, CarDDResizeShortestEdge) and aug.backend == "cv2"
+    assert isinstance(aug.get_transform(_stripes()), CV2ResizeTransform)
