@@ -44,7 +44,7 @@ def test_dcn_released_values(name):
     assert list(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE) == [False, True, True, True]
     assert cfg.MODEL.RESNETS.DEFORM_MODULATED is False and cfg.MODEL.RESNETS.DEFORM_NUM_GROUPS == 1
     assert cfg.MODEL.BACKBONE.FREEZE_AT == 2
-    assert cfg.MODEL.ROI_HEADS.NAME == "StandardROIHeads" and cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE == "ce"
+    assert cfg.MODEL.ROI_HEADS.NAME == "CarDDStandardROIHeads" and cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE == "ce"
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 6 and cfg.MODEL.MASK_ON
     assert not cfg.INPUT.RANGE_RESIZE.ENABLED
     assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == (800,) and cfg.INPUT.MAX_SIZE_TRAIN == 1333
@@ -187,7 +187,7 @@ def test_every_config_builds(name, tiny_cfg):
         assert type(heads) is CarDDStandardROIHeads
         assert heads.box_predictor.cls_loss_type == cfg.MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE
     else:
-        assert type(heads).__name__ == "StandardROIHeads"
+        assert type(heads) is CarDDStandardROIHeads and heads.box_predictor.cls_loss_type == "ce"
     deform = _deform_blocks(model)
     expected_res2 = "plus" in name or "ablation" in name
     assert all(deform["res2"]) is expected_res2 and any(deform["res2"]) is expected_res2

@@ -50,8 +50,10 @@ class ContextBlock(nn.Module):
         n, c, h, w = x.shape
         logits = self.conv_mask(x).reshape(n, 1, h * w)
         attn = torch.softmax(logits, dim=2)  # (N, 1, HW)
-        feats = x.reshape(n, c, h * w)
-        pooled = torch.bmm(feats, attn.transpose(1, 2).to(feats.dtype))  # (N, C, 1)
+        # mmcv's operand layout, (N, 1, C, HW) @ (N, 1, HW, 1): the same sum as a bmm, but another kernel with
+        # another rounding; this one reproduces the released model bit for bit
+        feats = x.reshape(n, c, h * w).unsqueeze(1)
+        pooled = torch.matmul(feats, attn.unsqueeze(-1).to(feats.dtype))  # (N, 1, C, 1)
         return pooled.reshape(n, c, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

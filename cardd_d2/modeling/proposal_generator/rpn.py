@@ -1,4 +1,4 @@
-"""detectron2's RPN with mmdetection's anchor assignment (``CarDDRPN``)."""
+"""detectron2's RPN with mmdetection's anchor assignment and box decoding (``CarDDRPN``)."""
 from __future__ import annotations
 
 from typing import List
@@ -7,6 +7,7 @@ import torch
 from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY, RPN
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
+from ..box_regression import MMDetBox2BoxTransform
 from ..matcher import MMDetMatcher
 
 __all__ = ["CarDDRPN", "LOW_QUALITY_MATCHES"]
@@ -25,12 +26,15 @@ class CarDDRPN(RPN):
       detectron2's ``RPN`` matches all anchors and only then ignores the outside ones, so a ground truth whose best
       anchor crosses the border loses its low-quality match there.
 
-    With the defaults ("detectron2", -1) it is ``RPN``. Inference is ``RPN``'s.
+    Proposals always decode as mmdetection's (:class:`MMDetBox2BoxTransform`: anchor deltas that would shrink a box
+    below 1/62.5 of its anchor are clamped there). Apart from that, with the defaults ("detectron2", -1) it is
+    ``RPN``.
     """
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
+        ret["box2box_transform"] = MMDetBox2BoxTransform(weights=cfg.MODEL.RPN.BBOX_REG_WEIGHTS)
         rule = cfg.MODEL.RPN.LOW_QUALITY_MATCHES
         if rule not in LOW_QUALITY_MATCHES:
             raise ValueError(f"MODEL.RPN.LOW_QUALITY_MATCHES must be one of {LOW_QUALITY_MATCHES}, got {rule!r}")

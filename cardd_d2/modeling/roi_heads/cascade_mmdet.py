@@ -37,7 +37,6 @@ from torch import nn
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
-from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, CascadeROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.modeling.roi_heads.mask_head import build_mask_head, mask_rcnn_loss
@@ -45,6 +44,7 @@ from detectron2.modeling.roi_heads.roi_heads import select_foreground_proposals
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
 
+from ..box_regression import MMDetBox2BoxTransform
 from .focal_fast_rcnn import FocalFastRCNNOutputLayers
 
 __all__ = ["MMDetCascadeROIHeads"]
@@ -100,7 +100,7 @@ class MMDetCascadeROIHeads(CascadeROIHeads):
         ret = super()._init_box_head(cfg, input_shape)
         # Same heads and matchers as detectron2's cascade; predictors swapped for ones that honour CLS_LOSS_TYPE.
         ret["box_predictors"] = [
-            FocalFastRCNNOutputLayers(cfg, head.output_shape, box2box_transform=Box2BoxTransform(weights=w))
+            FocalFastRCNNOutputLayers(cfg, head.output_shape, box2box_transform=MMDetBox2BoxTransform(weights=w))
             for head, w in zip(ret["box_heads"], cfg.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS)
         ]
         return ret

@@ -1,7 +1,8 @@
 """FastRCNNOutputLayers whose classification loss can be DCN+'s focal loss (see ``cardd_d2.modeling.losses``).
 
-Only the training classification loss changes; the layers, the box regression loss and inference (softmax over the
-K+1 logits) are detectron2's.
+Only the training classification loss and the box decoding change (boxes decode as in mmdetection, see
+``cardd_d2.modeling.box_regression``); the layers, the box regression loss and the softmax over the K+1 logits at
+inference are detectron2's.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 
+from ..box_regression import MMDetBox2BoxTransform
 from ..losses import FOCAL_VARIANTS, ROI_CLS_LOSS_TYPES, roi_cls_loss
 
 __all__ = ["FocalFastRCNNOutputLayers", "roi_cls_loss_kwargs_from_cfg"]
@@ -72,6 +74,7 @@ class FocalFastRCNNOutputLayers(FastRCNNOutputLayers):
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
+        ret["box2box_transform"] = MMDetBox2BoxTransform(weights=cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS)
         kw = roi_cls_loss_kwargs_from_cfg(cfg)
         ret.update(
             cls_loss_type=kw["loss_type"],
