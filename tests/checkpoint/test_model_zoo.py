@@ -187,3 +187,15 @@ def test_unconvertible_file_says_how_to_convert_by_hand(cache, tmp_path):
     converted = os.path.join(mmdet_cache_dir(), "converted", stem + ".pth")
     assert "backbone.unknown_layer.weight" in str(e.value) and f"tools/convert_mmdet_to_d2.py" in str(e.value)
     assert converted in str(e.value) and not os.path.exists(converted)
+
+
+def test_training_checkpointer_starts_from_mmdet_url(cache, tmp_path):
+    from cardd_d2.checkpoint.checkpointer import TrainingCheckpointer
+
+    src, stem = _mmdet_file(tmp_path)
+    os.makedirs(mmdet_cache_dir())
+    shutil.copy(src, os.path.join(mmdet_cache_dir(), stem + ".pth"))
+    model = _target_model()
+    TrainingCheckpointer(model, str(tmp_path / "out")).resume_or_load("mmdet://" + stem, resume=True)
+    mm = torch.load(src)["state_dict"]
+    torch.testing.assert_close(model.state_dict()["backbone.fpn_lateral2.weight"], mm["neck.lateral_convs.0.conv.weight"])
