@@ -150,3 +150,61 @@ def test_bad_configs_raise_clear_errors():
 def test_input_shape_respected():
     bb = build_backbone(_cfg(DEPTH=18, RES2_OUT_CHANNELS=64), ShapeSpec(channels=1))
     assert bb.bottom_up.stem.conv1.weight.shape[1] == 1
+
+
+def test_frozen_stats_batchnorm_by_hand():
+    from cardd_d2.modeling.layers import FrozenStatsBatchNorm2d
+
+    bn = FrozenStatsBatchNorm2d(1)
+    with torch.no_grad():
+        bn.running_mean.fill_(2.0)
+        bn.running_var.fill_(4.0 - bn.eps)  # sqrt(var + eps) = 2
+        bn.weight.fill_(3.0)
+        bn.bias.fill_(1.0)
+    var = bn.running_var.clone()
+    bn.train()
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 2, 2)
+    y = bn(x)  # (x - 2) / 2 * 3 + 1, in training mode too
+    assert y.flatten().tolist() == [-0.5, 1.0, 2.5, 4.0]
+    y.sum().backward()
+    assert bn.weight.grad.item() == 1.0 and bn.bias.grad.item() == 4.0  # sum((x - 2) / 2), number of pixels
+    assert bn.running_mean.item() == 2.0 and torch.equal(bn.running_var, var)  # statistics not updated
+    assert list(bn.state_dict()) == ["weight", "bias", "running_mean", "running_var"]
+
+
+def test_paper_config_bn_trains_scale_and_shift_with_frozen_statistics(tiny_cfg):
+    from detectron2.modeling import build_model
+    from detectron2.solver import build_optimizer
+    from detectron2.structures import Boxes, BitMasks, Instances
+    from detectron2.utils.events import EventStorage
+
+    from cardd_d2.modeling.layers import FrozenStatsBatchNorm2d
+
+    cfg = tiny_cfg("CarDD/mask_rcnn_R_50_FPN.yaml", "MODEL.RESNETS.DEPTH", "50", "MODEL.FPN.OUT_CHANNELS", "16",
+                   "MODEL.ROI_BOX_HEAD.FC_DIM", "16", "MODEL.ROI_MASK_HEAD.CONV_DIM", "8")
+    assert (cfg.MODEL.RESNETS.NORM, cfg.MODEL.BACKBONE.FREEZE_AT) == ("FrozenStatsBN", 2)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    bu = model.backbone.bottom_up
+    norms = {n: m for n, m in bu.named_modules() if isinstance(m, FrozenStatsBatchNorm2d)}
+    assert {n.split(".")[0] for n in norms} == {"stem", "res2", "res3", "res4", "res5"}
+    for name, m in norms.items():
+        frozen = name.split(".")[0] in ("stem", "res2")
+        assert m.weight.requires_grad is not frozen and m.bias.requires_grad is not frozen, name
+    decay = {id(p): g["weight_decay"] for g in build_optimizer(cfg, model).param_groups for p in g["params"]}
+    assert decay[id(bu.res3[0].conv1.norm.weight)] == 1e-4
+    stats = {n: (m.running_mean.clone(), m.running_var.clone()) for n, m in norms.items()}
+    model.train()
+    inst = Instances((96, 128))
+    inst.gt_boxes = Boxes(torch.tensor([[10.0, 10.0, 60.0, 50.0]]))
+    inst.gt_classes = torch.tensor([2])
+    mask = torch.zeros(1, 96, 128, dtype=torch.bool)
+    mask[0, 10:50, 10:60] = True
+    inst.gt_masks = BitMasks(mask)
+    with EventStorage(0):
+        losses = model([{"image": torch.randint(0, 255, (3, 96, 128)).float(), "instances": inst}])
+    sum(losses.values()).backward()
+    assert bu.res3[0].conv1.norm.weight.grad.abs().sum() > 0 and bu.res5[2].conv3.norm.bias.grad.abs().sum() > 0
+    assert bu.res2[0].conv1.norm.weight.grad is None
+    for n, m in norms.items():
+        assert torch.equal(m.running_mean, stats[n][0]) and torch.equal(m.running_var, stats[n][1]), n

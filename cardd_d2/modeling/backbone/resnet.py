@@ -7,7 +7,9 @@ Config keys read, besides everything ``build_resnet_backbone`` reads:
 
 * detectron2's own ``MODEL.RESNETS.DEFORM_ON_PER_STAGE`` / ``DEFORM_MODULATED`` / ``DEFORM_NUM_GROUPS``;
 * ``MODEL.RESNETS.DEFORM_BACKEND``: "auto" | "torchvision" | "sampling" | "detectron2" (see cardd_d2/config.py);
-* ``MODEL.RESNETS.GC_ON_PER_STAGE`` (res2..res5) and ``MODEL.RESNETS.GC_RATIO``.
+* ``MODEL.RESNETS.GC_ON_PER_STAGE`` (res2..res5) and ``MODEL.RESNETS.GC_RATIO``;
+* ``MODEL.RESNETS.NORM`` may also be "FrozenStatsBN" (:class:`~..layers.norm.FrozenStatsBatchNorm2d`: statistics
+  fixed, scale and shift trained, as mmdetection's ``norm_eval``); stages up to ``FREEZE_AT`` are frozen entirely.
 
 How it reuses detectron2 (no ResNet code duplicated).  detectron2's ``DeformBottleneckBlock.__init__``
 instantiates ``detectron2.layers.DeformConv``, which is a dummy that raises when detectron2 has no compiled
@@ -34,6 +36,7 @@ from torch import nn
 
 from ..layers.context_block import ContextBlock
 from ..layers.deform_conv import build_deform_conv, check_deform_backend
+from ..layers.norm import FROZEN_STATS_BN, FrozenStatsBatchNorm2d
 
 __all__ = [
     "CarDDBottleneckBlock",
@@ -170,7 +173,8 @@ def build_cardd_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
         if problems:
             raise ValueError(f"ResNet-{depth}: " + "; ".join(problems))
 
-    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
+    norm = FrozenStatsBatchNorm2d if r.NORM == FROZEN_STATS_BN else r.NORM
+    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=norm)
     in_ch = r.STEM_OUT_CHANNELS
     out_ch = r.RES2_OUT_CHANNELS
     mid_ch = r.NUM_GROUPS * r.WIDTH_PER_GROUP
@@ -185,7 +189,7 @@ def build_cardd_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
             stride_per_block=[first_stride] + [1] * (n_blocks - 1),
             in_channels=in_ch,
             out_channels=out_ch,
-            norm=r.NORM,
+            norm=norm,
         )
         if basic:
             kwargs["block_class"] = BasicBlock

@@ -10,3 +10,4 @@ from .deform_conv import (  # noqa: F401
     deform_conv2d,
     has_detectron2_C,
 )
+from .norm import FROZEN_STATS_BN, FrozenStatsBatchNorm2d  # noqa: F401
