@@ -23,7 +23,11 @@ from cardd_d2.checkpoint import HEAD_FAMILIES, MmdetConversionError, convert_mmd
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes: 0 converted; 2 bad arguments, or a checkpoint that cannot be converted as asked "
+               "(the message names the file and the problem)",
+    )
     p.add_argument("src", help="mmdetection .pth checkpoint (with 'state_dict' or a raw state dict)")
     p.add_argument("dst", help="output detectron2 .pth")
     p.add_argument("--num-classes", type=int, default=None, help="classes of the target config (CarDD: 6)")
