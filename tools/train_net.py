@@ -69,6 +69,8 @@ def build_parser():
     parser = default_argument_parser(epilog=EPILOG)
     parser.add_argument("--cardd-root", default=None,
                         help="folder that holds CarDD_COCO (default: $CARDD_DATASETS)")
+    parser.add_argument("--output", default=None, metavar="DIR",
+                        help="where checkpoints, logs and results go (sets OUTPUT_DIR; default: the config's)")
     return parser
 
 
@@ -78,7 +80,7 @@ def parse_args(argv=None):
     parser = build_parser()
     args = parse_args_with_overrides(parser, argv)
     try:
-        cfg = setup_cfg(args.config_file, args.opts)
+        cfg = setup_cfg(args.config_file, args.opts, settings={"OUTPUT_DIR": args.output} if args.output else None)
     except (OSError, KeyError, AssertionError, ValueError, TypeError, yaml.YAMLError) as e:
         parser.error(f"config {args.config_file or '(none)'} with overrides {args.opts}: {e}")
     if not args.eval_only:

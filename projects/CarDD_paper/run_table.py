@@ -4,7 +4,7 @@
     python projects/CarDD_paper/run_table.py --table II  [--dry-run] [--output DIR] [--resume] [--num-gpus N]
                                              [--cardd-root DIR] [--train-dataset NAME] [--test-dataset NAME]
                                              [--only NAME ...] [--render-only] [--jobs N [--gpu-ids ID ...]]
-                                             [--extra-opts KEY VALUE ...]
+                                             [KEY VALUE ...]
 
 Tables
   II   DCN+ ablation on DCN R-101 (batch 4, lr 0.005): baseline / + multi-scale / + focal / + both (= DCN+).
@@ -17,13 +17,12 @@ Every experiment is one ``tools/train_net.py`` subprocess (train, then evaluate 
 OUTPUT_DIR = ``<output>/<group>/<experiment>``; its evaluator writes ``OUTPUT_DIR/inference/<test set>/results.json``.
 With ``--resume`` an experiment whose results.json exists is skipped and an interrupted one continues from its last
 checkpoint (train_net --resume). The table is written to ``<output>/table_<T>.md`` and printed.
-``--extra-opts`` (detectron2 KEY VALUE pairs) are appended to every experiment, after the experiment's own.
+Config overrides (detectron2 KEY VALUE pairs, anywhere among the flags) are appended to every experiment, after the
+experiment's own.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import shlex
 import subprocess
@@ -32,6 +31,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from cardd_d2.evaluation import PAPER_RESULTS, load_results_json, render_main_table, render_per_class_table
+from cardd_d2.tool_args import EXIT_STATUS_HELP, OVERRIDES_HELP, parse_args_with_overrides
 from cardd_sod.data.layout import COCO_DIR, DATASET_NAMES, coco_split_files
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -187,56 +188,15 @@ def run_experiments(args, table: str, experiments: Sequence[Experiment]) -> Dict
 
 
 # ----------------------------------------------------------------------------------------------------- rendering
-def _load_results(path: str) -> Optional[dict]:
-    if not os.path.isfile(path):
-        return None
-    try:
-        from cardd_d2.evaluation import load_results_json
-    except ImportError:
-        with open(path) as f:
-            return json.load(f)
-    return load_results_json(path)
-
-
 def collect_results(args, table: str, experiments: Sequence[Experiment]) -> Dict[str, Optional[dict]]:
     test_ds = args.test_dataset or DEFAULT_TEST_DATASET
-    return {exp.label: _load_results(results_path(experiment_dir(args.output, table, exp), test_ds))
-            for exp in experiments}
-
-
-def _paper_results() -> Dict[str, dict]:
-    try:
-        from cardd_d2.evaluation import PAPER_RESULTS
-    except ImportError:
-        return {}
-    return PAPER_RESULTS
-
-
-def _fmt(v) -> str:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return "-"
-    return "-" if math.isnan(f) or math.isinf(f) else f"{f:.1f}"
-
-
-def _simple_table(rows: Dict[str, Optional[dict]], paper: Dict[str, dict], tasks: Sequence[str]) -> str:
-    """Fallback renderer: AP, AP50, AP75, APs, APm, APl per task; paper rows (where known) after ours."""
-    keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-    names = {"segm": "mask", "bbox": "box"}
-    header = ["Method"] + [f"{names[t]} {k}" for t in tasks for k in keys]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    for label, res in rows.items():
-        for name, r in [(label, res)] + ([(f"{label} (paper)", paper[label])] if label in paper else []):
-            cells = [_fmt(((r or {}).get(t) or {}).get(k)) for t in tasks for k in keys]
-            lines.append("| " + " | ".join([name] + cells) + " |")
-    return "\n".join(lines) + "\n"
+    paths = {exp.label: results_path(experiment_dir(args.output, table, exp), test_ds) for exp in experiments}
+    return {label: load_results_json(path) if os.path.isfile(path) else None for label, path in paths.items()}
 
 
 def render_table(args, table: str, experiments: Sequence[Experiment]) -> str:
     rows = collect_results(args, table, experiments)
-    all_paper = _paper_results()
-    paper = {e.label: all_paper[e.paper_key] for e in experiments if e.paper_key and e.paper_key in all_paper}
+    paper = {e.label: PAPER_RESULTS[e.paper_key] for e in experiments if e.paper_key and e.paper_key in PAPER_RESULTS}
     tasks = {"IV": ("segm",), "V": ("bbox",)}.get(table, ("segm", "bbox"))
     titles = {
         "II": "Table II: DCN+ ablation on DCN R-101 (batch 4, lr 0.005)",
@@ -244,23 +204,18 @@ def render_table(args, table: str, experiments: Sequence[Experiment]) -> str:
         "IV": "Table IV: instance segmentation (mask AP)",
         "V": "Table V: object detection (box AP)",
     }
-    try:
-        from cardd_d2.evaluation import render_main_table, render_per_class_table
-
-        ours = {k: (v or {}) for k, v in rows.items()}
-        body = render_main_table(ours, paper, tasks=tasks)
-        if table in ("IV", "V"):
-            task = tasks[0]
-            body += f"\nPer-class {'mask' if task == 'segm' else 'box'} AP\n\n"
-            body += render_per_class_table(ours, paper, task=task, metric="AP")
-    except ImportError:
-        body = _simple_table(rows, paper, tasks)
+    ours = {k: (v or {}) for k, v in rows.items()}
+    body = render_main_table(ours, paper, tasks=tasks)
+    if table in ("IV", "V"):
+        task = tasks[0]
+        body += f"\nPer-class {'mask' if task == 'segm' else 'box'} AP\n\n"
+        body += render_per_class_table(ours, paper, task=task, metric="AP")
     missing = [k for k, v in rows.items() if v is None]
     notes = [f"Results: {args.output}/{GROUPS[table]}/<experiment>/inference/"
              f"{args.test_dataset or DEFAULT_TEST_DATASET}/results.json; '(paper)' rows are the published numbers."]
     if table in ("II", "III"):
-        notes.append("The spec lists only the released setting's published numbers (= DCN+ R-101 of Table IV/V); "
-                     "other published cells of this table are not filled.")
+        notes.append("'(paper)' rows are filled where the published numbers are those of the released setting "
+                     "(= DCN+ R-101 of Table IV/V); the other published cells of this table are not filled in.")
     if missing:
         notes.append("No results yet for: " + ", ".join(missing) + ".")
     return f"# {titles[table]}\n\n{body}\n" + "\n".join(notes) + "\n"
@@ -269,11 +224,6 @@ def render_table(args, table: str, experiments: Sequence[Experiment]) -> str:
 # -------------------------------------------------------------------------------------------------------- Table VI
 def run_table_vi(args) -> int:
     """Table VI: tools/challenging_setting.py on the DCN+ R-101 model of Table IV/V."""
-    if not os.path.isfile(CHALLENGING_TOOL):
-        raise SystemExit(
-            f"Table VI needs the assessment tool {CHALLENGING_TOOL} (cardd_d2.assessment), which is missing. "
-            "TODO: add it, then rerun --table VI."
-        )
     dcn_plus = next(e for e in TABLE_MAIN if e.name == "dcn_plus_R_101_FPN")
     run_dir = experiment_dir(args.output, "IV", dcn_plus)
     weights = args.weights or os.path.join(run_dir, "model_final.pth")
@@ -295,8 +245,7 @@ def run_table_vi(args) -> int:
            "--max-undamaged", "500", "--output", os.path.join(args.output, "table_VI")]
     if args.classifier_weights:
         cmd += ["--classifier-weights", args.classifier_weights]
-    if args.extra_opts:
-        cmd += ["--opts"] + list(args.extra_opts)
+    cmd += list(args.extra_opts)
     print(shlex.join(cmd), flush=True)
     if args.dry_run:
         return 0
@@ -306,6 +255,7 @@ def run_table_vi(args) -> int:
 # -------------------------------------------------------------------------------------------------------------- CLI
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog=f"{OVERRIDES_HELP}; appended to every experiment.\n\n{EXIT_STATUS_HELP}",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", required=True, choices=TABLES)
     p.add_argument("--output", default=os.path.join(REPO_ROOT, "output", "CarDD_paper"))
@@ -327,8 +277,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="Table VI: detector weights (default: the DCN+ R-101 run)")
     p.add_argument("--classifier-weights", default=None, help="Table VI: damaged/undamaged classifier checkpoint")
     p.add_argument("--undamaged-dir", default=None, help="Table VI: folder of undamaged test images")
-    p.add_argument("--extra-opts", nargs=argparse.REMAINDER, default=[],
-                   help="detectron2 KEY VALUE overrides for every experiment (must come last)")
     return p
 
 
@@ -344,9 +292,7 @@ def list_experiments(table: str, only: Optional[Sequence[str]] = None) -> List[E
 
 
 def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    if len(args.extra_opts) % 2:
-        raise SystemExit(f"--extra-opts needs KEY VALUE pairs, got {args.extra_opts}")
+    args = parse_args_with_overrides(get_parser(), argv, dest="extra_opts")
     args.output = os.path.abspath(args.output)
     if args.table == "VI":
         return run_table_vi(args)

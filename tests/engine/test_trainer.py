@@ -187,3 +187,13 @@ def test_checkpoints_carry_the_training_class_names(synthetic_cardd, tiny_cfg, t
     trainer.train()
     for f in ("model_0000000.pth", "model_final.pth"):
         assert read_checkpoint_info(str(out / f)).thing_classes == names
+
+
+def test_importing_the_trainer_leaves_detectron2_alone():
+    import detectron2.engine.defaults as d2_defaults
+
+    import cardd_d2.engine.trainer  # noqa: F401
+
+    # the CPU-aware DDP wrapper applies only while CarDDTrainer builds its model
+    assert d2_defaults.create_ddp_model.__module__ == "detectron2.engine.defaults"
+    assert d2_defaults.create_ddp_model.__name__ == "create_ddp_model"

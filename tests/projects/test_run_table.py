@@ -55,7 +55,7 @@ def test_experiment_lists(runner):
 
 @pytest.mark.parametrize("table,count", [("II", 4), ("III", 10), ("IV", 12), ("V", 12)])
 def test_dry_run_prints_one_train_net_command_per_experiment(runner, table, count, tmp_path, capsys):
-    assert runner.main(["--table", table, "--dry-run", "--output", str(tmp_path), "--extra-opts", "SEED", "3"]) == 0
+    assert runner.main(["--table", table, "SEED", "3", "--dry-run", "--output", str(tmp_path)]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "train_net.py" in ln]
     assert len(lines) == count
     for ln in lines:
@@ -71,14 +71,22 @@ def test_table_vi_needs_its_inputs(runner, tmp_path):
 def test_bad_arguments(runner, tmp_path):
     with pytest.raises(SystemExit, match="unknown experiment"):
         runner.main(["--table", "II", "--only", "nope", "--output", str(tmp_path)])
-    with pytest.raises(SystemExit, match="KEY VALUE"):
-        runner.main(["--table", "II", "--dry-run", "--output", str(tmp_path), "--extra-opts", "SEED"])
+    with pytest.raises(SystemExit) as e:
+        runner.main(["--table", "II", "--dry-run", "--output", str(tmp_path), "SEED"])
+    assert e.value.code == 2
+
+
+def test_table_vi_passes_overrides_as_trailing_pairs(runner, tmp_path, capsys):
+    # tools/challenging_setting.py takes config overrides as trailing KEY VALUE pairs (no --opts flag)
+    assert runner.main(["--table", "VI", "--dry-run", "--output", str(tmp_path), "--cardd-root", str(tmp_path),
+                        "--undamaged-dir", str(tmp_path), "MODEL.DEVICE", "cpu"]) == 0
+    cmd = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert "challenging_setting.py" in cmd[1] and "--opts" not in cmd and cmd[-2:] == ["MODEL.DEVICE", "cpu"]
 
 
 def test_table_ii_end_to_end_on_synthetic_data(runner, synthetic_cardd, tmp_path, capsys):
     out = tmp_path / "paper"
-    argv = ["--table", "II", "--output", str(out), "--cardd-root", synthetic_cardd["root"], "--resume", "--jobs", "2",
-            "--extra-opts"] + TINY
+    argv = ["--table", "II", "--output", str(out), "--cardd-root", synthetic_cardd["root"], "--resume", "--jobs", "2"] + TINY
     assert runner.main(argv) == 0
     printed = capsys.readouterr().out
     expected = {  # experiment -> (ROI heads, loss, range resize), read back from each run's saved config

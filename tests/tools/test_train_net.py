@@ -58,6 +58,11 @@ def test_help_documents_exit_codes_and_overrides(capsys):
     assert "KEY VALUE pairs" in out
 
 
+def test_output_flag_sets_output_dir(tmp_path):
+    args, cfg = _train_net_module().parse_args(["SEED", "1", "--output", str(tmp_path), "--config-file", QUICK])
+    assert cfg.OUTPUT_DIR == str(tmp_path) and cfg.SEED == 1 and args.opts == ["SEED", "1"]
+
+
 def test_bad_config_or_override_is_a_usage_error(capsys, tmp_path):
     import pytest
 
@@ -92,3 +97,19 @@ def test_overrides_anywhere_resume_after_overrides_and_clean_log(synthetic_cardd
                 + ["SOLVER.MAX_ITER", "3", "--resume"])
     assert "Resuming data order at sample" in proc.stdout + proc.stderr
     assert "Starting training from iteration 2" in (out / "log.txt").read_text()
+
+
+def test_eval_only_refuses_a_dataset_with_other_class_names(synthetic_cardd, tiny_cfg, tmp_path):
+    import pytest
+    import torch
+
+    from cardd_d2.checkpoint.class_names import ClassNamesError
+    from cardd_d2.data import register_datasets_for_cfg
+
+    weights = str(tmp_path / "parts.pth")
+    parts = ["door", "hood", "front_bumper", "rear_bumper", "fender", "damage"]
+    torch.save({"model": {}, "thing_classes": parts}, weights)
+    cfg = tiny_cfg(QUICK, "MODEL.WEIGHTS", weights, "DATASETS.TEST", "('cardd_test',)")
+    register_datasets_for_cfg(cfg, synthetic_cardd["root"])
+    with pytest.raises(ClassNamesError, match=r"checkpoint .*parts.pth has \['door'.*dataset cardd_test has \['dent'"):
+        _train_net_module()._check_eval_classes(cfg)
