@@ -77,8 +77,11 @@ _C.SOLVER.BATCH_SIZE = 1
 _C.SOLVER.EPOCHS = 1
 _C.SOLVER.LR_STEPS = ()          # epochs after which the lr is multiplied by GAMMA
 _C.SOLVER.GAMMA = 0.1
+_C.SOLVER.RESET_OPTIMIZER_AT_STEPS = False  # re-create Adam at each lr drop (PoolNet / SGL-KRN release)
+# drop gradients still accumulating at an epoch start; the accumulation count goes on (PoolNet / SGL-KRN release)
+_C.SOLVER.DISCARD_PENDING_GRADS = False
 _C.SOLVER.ITER_SIZE = 0          # gradient accumulation: optimizer step every ITER_SIZE batches; 0 = the model spec's
-_C.SOLVER.MAX_ITER = 0           # > 0: stop after this many optimizer steps (tiny runs)
+_C.SOLVER.MAX_ITER = 0           # > 0: stop after this many optimizer steps (U2-Net release: 137,280)
 _C.SOLVER.CLIP_GRAD_NORM = 0.0
 _C.SOLVER.AMP = ""               # "" (fp32, as the paper) | "bf16" | "fp16" (fp16 uses a GradScaler; CUDA only)
 _C.SOLVER.CHECKPOINT_PERIOD = 1  # epochs

@@ -1,13 +1,16 @@
 """Epoch-based SOD trainer (Adam + step schedule, gradient accumulation, exact resume, TensorBoard, AMP).
 
-Schedules follow the paper's Table VII (see configs/SOD/*.yaml): the lr is multiplied by ``SOLVER.GAMMA`` after each
-epoch listed in ``SOLVER.LR_STEPS`` (``MultiStepLR`` stepped once per epoch).  With an accumulation count k (the
-model spec's ``iter_size``, or ``SOLVER.ITER_SIZE`` when > 0) each batch's loss is divided by k and the optimizer steps
-every k batches (PoolNet / SGL-KRN: 10 images of batch 1); an unfinished accumulation carries over into the next
-epoch (and into the checkpoint).
+Schedule (configs/SOD/*.yaml follow the released code, configs/SOD/paper/*.yaml the paper's Table VII): an epoch
+that starts after ``n`` completed epochs runs at ``BASE_LR * GAMMA ** #{s in SOLVER.LR_STEPS : n >= s}``, i.e. the lr
+drops after each epoch listed.  ``SOLVER.RESET_OPTIMIZER_AT_STEPS`` re-creates Adam at each drop (moments and step
+counts reset, as the PoolNet / SGL-KRN release does).  With an accumulation count k (the model spec's ``iter_size``,
+or ``SOLVER.ITER_SIZE`` when > 0) each batch's loss is divided by k and the optimizer steps every k batches (PoolNet /
+SGL-KRN: 10 images of batch 1).  Gradients still pending at an epoch end carry over into the next epoch (and into
+the checkpoint), unless ``SOLVER.DISCARD_PENDING_GRADS`` drops them at the epoch start while the count goes on (the
+PoolNet / SGL-KRN release).  The data order is the model spec's: shuffled per epoch, or the sorted file order.
 
 Exact resume: checkpoints (every ``SOLVER.CHECKPOINT_PERIOD`` epochs, at epoch ends) hold model, optimizer,
-scheduler, GradScaler, epoch / iteration counters, pending accumulated gradients and the torch / numpy / python / CUDA
+GradScaler, epoch / iteration counters, pending accumulated gradients and the torch / numpy / python / CUDA
 RNG states.  Data order is a permutation drawn from ``(SEED, epoch)`` and augmentation draws from ``(SEED, epoch,
 index)``, so a resumed run sees exactly the batches the uninterrupted run would have seen.
 
@@ -184,8 +187,6 @@ class SODTrainer:
         self.loss_fn = loss_fn or build_sod_loss(self.spec.loss, iter_size=self.iter_size)
         self.preprocess = build_preprocess(cfg)
         self.optimizer = self.build_optimizer()
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=[int(m) for m in cfg.SOLVER.LR_STEPS], gamma=float(cfg.SOLVER.GAMMA))
         self.amp_dtype = _amp_dtype(cfg.SOLVER.AMP, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch = 0          # completed epochs
@@ -229,7 +230,7 @@ class SODTrainer:
                                max_images=int(d.MAX_TEST_IMAGES))
 
     def build_train_loader(self, dataset: CarDDSODDataset) -> DataLoader:
-        sampler = EpochShuffleSampler(len(dataset), seed=int(self.cfg.SEED))
+        sampler = EpochShuffleSampler(len(dataset), seed=int(self.cfg.SEED), shuffle=self.spec.shuffle)
         return DataLoader(dataset, batch_size=int(self.cfg.SOLVER.BATCH_SIZE), sampler=sampler,
                           num_workers=int(self.cfg.DATA.NUM_WORKERS), collate_fn=sod_collate,
                           pin_memory=self.device.type == "cuda", drop_last=False)
@@ -253,7 +254,7 @@ class SODTrainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "iter": self.iter, "batches": self.batches, "pending_grads": pending,
             "rng": rng, "cfg": self.cfg.dump(),
         }
@@ -283,12 +284,11 @@ class SODTrainer:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint not found: {path}")
         ck = torch.load(path, map_location="cpu", weights_only=False)
-        for key in ("model", "optimizer", "scheduler", "epoch", "iter"):
+        for key in ("model", "optimizer", "epoch", "iter"):
             if key not in ck:
                 raise ValueError(f"{path}: not a SOD trainer checkpoint (missing {key!r})")
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
-        self.scheduler.load_state_dict(ck["scheduler"])
         if ck.get("scaler"):
             self.scaler.load_state_dict(ck["scaler"])
         self.epoch, self.iter, self.batches = int(ck["epoch"]), int(ck["iter"]), int(ck.get("batches", 0))
@@ -350,6 +350,7 @@ class SODTrainer:
 
     def run_epoch(self, loader: DataLoader) -> dict:
         """One pass over the training data (stops early at SOLVER.MAX_ITER); returns the epoch's summary."""
+        self.before_epoch()
         loader.sampler.set_epoch(self.epoch)
         loader.dataset.set_epoch(self.epoch)
         run_loss, n = 0.0, 0
@@ -364,7 +365,24 @@ class SODTrainer:
             if self._max_iter_reached():
                 break
         self.epoch += 1
-        return {"epoch": self.epoch, "iter": self.iter, "loss": run_loss / max(n, 1)}
+        return {"epoch": self.epoch, "iter": self.iter, "loss": run_loss / max(n, 1),
+                "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of the epoch that starts after ``epoch`` completed epochs."""
+        s = self.cfg.SOLVER
+        return float(s.BASE_LR) * float(s.GAMMA) ** sum(epoch >= int(m) for m in s.LR_STEPS)
+
+    def before_epoch(self) -> None:
+        """The epoch's learning rate (a fresh Adam at a drop with RESET_OPTIMIZER_AT_STEPS); pending gradients
+        dropped with DISCARD_PENDING_GRADS."""
+        s = self.cfg.SOLVER
+        if s.DISCARD_PENDING_GRADS:
+            self.optimizer.zero_grad(set_to_none=True)
+        if s.RESET_OPTIMIZER_AT_STEPS and self.epoch in [int(m) for m in s.LR_STEPS]:
+            self.optimizer = self.build_optimizer()
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.lr_at(self.epoch)
 
     def run_step(self, batch: dict):
         """Forward, loss, backward of one batch; an optimizer step every ``iter_size`` batches.
@@ -405,10 +423,7 @@ class SODTrainer:
                                    self.batches)
 
     def after_epoch(self, summary: dict) -> None:
-        """Learning-rate schedule, epoch log, checkpoint."""
-        with warnings.catch_warnings():  # an epoch may end inside an accumulation (no optimizer step yet)
-            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
-            self.scheduler.step()
+        """Epoch log, checkpoint."""
         if self.writer is not None:
             self.writer.add_scalar("train/epoch_loss", summary["loss"], self.epoch)
         logger.info("epoch %d: loss %.5f (iter %d)", self.epoch, summary["loss"], self.iter)

@@ -18,6 +18,7 @@ class SODModelSpec:
     output_kind: str                     # "logits" or "sigmoid"
     output_names: Sequence[str]          # what forward() returns, in order (one name: a single tensor)
     iter_size: int = 1                   # images whose gradients the release accumulates per optimizer step
+    shuffle: bool = True                 # training order: shuffled per epoch, or the sorted file order
     min_input_size: int = 1              # smallest H and W the architecture accepts
     size_divisor: int = 1                # H and W must be multiples of this
     # the constructor takes backbone_weights= (ImageNet caffe ResNet-50); the trainer passes MODEL.BACKBONE_WEIGHTS

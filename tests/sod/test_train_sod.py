@@ -65,7 +65,7 @@ def test_optimizer_follows_config(sod_root, tmp_path):
     t = SODTrainer(cfg, progress=False)
     g = t.optimizer.param_groups[0]
     assert isinstance(t.optimizer, torch.optim.Adam) and g["weight_decay"] == 5e-4 and g["betas"] == (0.9, 0.999)
-    assert t.scheduler.milestones == {1: 1}
+    assert [t.lr_at(e) for e in range(3)] == pytest.approx([0.01, 0.001, 0.001])  # LR_STEPS [1]
     assert t.preprocess.color == "bgr" and t.preprocess.size == (32, 40)
 
 
