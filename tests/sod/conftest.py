@@ -1,7 +1,8 @@
-"""A tiny stand-in SOD model ("tiny"), registered through the public registries, for fast trainer / tool tests."""
+"""Tiny stand-in SOD models ("tiny*"), registered through the public registries, for fast trainer / tool tests."""
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cardd_sod.data import PreprocessSpec
 from cardd_sod.losses import SODLoss, register_sod_loss
 from cardd_sod.models import SODModelSpec, get_sod_spec, register_sod_model
 
@@ -33,3 +34,7 @@ TINY_SPEC = SODModelSpec(preprocess=get_sod_spec("csnet").preprocess, loss="tiny
                          output_names=("logits",))
 register_sod_model("tiny", TinySODNet, TINY_SPEC)
 register_sod_loss("tiny", TinyLoss)
+# sorted data order, 3-image accumulation, no input randomness (tests/sod/test_schedules.py)
+register_sod_model("tiny_sorted", TinySODNet, SODModelSpec(
+    preprocess=PreprocessSpec(size=(32, 32), label_resize="nearest", save_rule="skimage_floor"), loss="tiny",
+    output_kind="logits", output_names=("logits",), iter_size=3, shuffle=False))

@@ -21,7 +21,9 @@ def _flat(x):
 
 def test_loss_names_match_models():
     from cardd_sod import list_sod_models
-    assert list_sod_losses() == list_sod_models()
+    def paper(names):  # tiny*: the tests' stand-ins
+        return [n for n in names if not n.startswith("tiny")]
+    assert paper(list_sod_losses()) == paper(list_sod_models())
     with pytest.raises(KeyError, match="unknown SOD loss"):
         build_sod_loss("foo")
 

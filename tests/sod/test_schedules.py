@@ -7,15 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from cardd_sod.config import setup_sod_cfg
-from cardd_sod.data import PreprocessSpec
 from cardd_sod.engine import SODTrainer
-from cardd_sod.models import SODModelSpec, register_sod_model
 from conftest import TinySODNet
-
-# a model whose data order is the sorted file order and whose input has no randomness
-register_sod_model("tiny_sorted", TinySODNet, SODModelSpec(
-    preprocess=PreprocessSpec(size=(32, 32), label_resize="nearest", save_rule="skimage_floor"), loss="tiny",
-    output_kind="logits", output_names=("logits",), iter_size=3, shuffle=False))
 
 
 def _lrs(config, epochs, *opts):

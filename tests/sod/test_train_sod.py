@@ -76,15 +76,15 @@ def test_trainer_reads_the_model_spec(sod_root, tmp_path):
     from conftest import TinySODNet
 
     class Halved(SODLoss):
-        name = "halved"
+        name = "tiny_halved"
 
         def compute(self, outputs, target, edge, model=None, **kwargs):
             assert model is not None  # the trainer passes the model to every loss
             return 0.5 * torch.nn.functional.binary_cross_entropy_with_logits(outputs, target), {}
 
     pp = get_sod_spec("u2net").preprocess
-    register_sod_loss("halved", Halved)
-    register_sod_model("tiny_acc3", TinySODNet, SODModelSpec(preprocess=pp, loss="halved", output_kind="logits",
+    register_sod_loss("tiny_halved", Halved)
+    register_sod_model("tiny_acc3", TinySODNet, SODModelSpec(preprocess=pp, loss="tiny_halved", output_kind="logits",
                                                              output_names=("logits",), iter_size=3))
     cfg = _cfg(sod_root, tmp_path, "INPUT.SIZE", "None", "INPUT.CROP", "[40, 40]", "SOLVER.ITER_SIZE", "0",
                "SOLVER.BATCH_SIZE", "1", "TEST.EVAL_AT_END", "False", "SOLVER.EPOCHS", "1")
