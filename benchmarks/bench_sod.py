@@ -10,6 +10,9 @@
   PoolNet / SGL-KRN: batch 1 at 320x400, one Adam step per image (the references accumulate 10 images per step).
 * Inference: eval mode, no_grad, batch 1 latency (ms) and batch --throughput-batch (32) throughput (img/s) at the
   test size (U2-Net 320x320, CSNet 224x224, PoolNet / SGL-KRN 320x400).
+* Map saving: ms per map for the model's rule (cardd_sod.map_saving: resize back to the image size, uint8
+  conversion, PNG write) from a sigmoid map at the network output size to an image of --save-size (default 720x1280,
+  120x160 with --quick); one row per model, precision-independent.
 * Precisions: fp32 and AMP.  AMP = bf16 autocast by default (fp16 overflows in CSNet's x100 weights and makes U2-Net's
   loss scaler skip steps, see performance.md); --amp-dtype fp16 uses fp16 + GradScaler.  On CPU AMP (bf16) only
   when asked with --precisions fp32 amp.
@@ -35,6 +38,7 @@ import torch  # noqa: E402
 
 from cardd_sod import build_sod_loss, build_sod_model  # noqa: E402
 from cardd_sod.data.edges import mask_to_edge  # noqa: E402
+from cardd_sod.map_saving import saliency_to_uint8, write_map  # noqa: E402
 from cardd_sod.models import get_sod_spec  # noqa: E402
 from cardd_sod.models.csnet import csnet_param_groups  # noqa: E402
 
@@ -99,6 +103,8 @@ def get_parser():
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--skip-infer", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-save", action="store_true")
+    p.add_argument("--save-size", type=_parse_size, default=None, help="image HxW for map saving")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
     p.add_argument("--compare-reference", action="store_true", help="add performance.md's reference anchors")
     p.add_argument("--output", default=None)
@@ -190,6 +196,19 @@ def bench_infer(name, model, size, batch, device, precision, args, gen):
             "img_per_s": 1000.0 * batch / ms}
 
 
+def bench_save(name, size, args, gen):
+    import tempfile
+    pp = get_sod_spec(name).preprocess
+    net = pp.size or size  # full-resolution models predict at the image size
+    sal = torch.sigmoid(torch.randn(1, 1, *net, generator=gen) * 3)[0, 0]
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "map.png")
+        ms, times = _time(lambda: write_map(path, saliency_to_uint8(sal, size, pp.save_rule)), torch.device("cpu"),
+                          args.warmup, args.reps)
+    return {"kind": "save_map", "rule": pp.save_rule, "net_size": list(net), "size": list(size), "ms_median": ms,
+            "ms_all": times}
+
+
 def main(argv=None):
     args = get_parser().parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -201,6 +220,7 @@ def main(argv=None):
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
     args.reps = args.reps if args.reps is not None else (2 if args.quick else 20)
     tp_batch = args.throughput_batch or (2 if args.quick else 32)
+    save_size = args.save_size or ((120, 160) if args.quick else (720, 1280))
     gen = torch.Generator().manual_seed(0)
 
     results = []
@@ -237,6 +257,11 @@ def main(argv=None):
                           else ("bf16" if (args.amp_dtype == "bf16" or device.type == "cpu") else "fp16")})
                 results.append(r)
                 print(json.dumps({k: v for k, v in r.items() if k != "ms_all"}), file=sys.stderr, flush=True)
+        if not args.skip_save:
+            r = bench_save(name, save_size, args, gen)
+            r.update({"model": name, "device": "cpu"})
+            results.append(r)
+            print(json.dumps({k: v for k, v in r.items() if k != "ms_all"}), file=sys.stderr, flush=True)
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
