@@ -79,6 +79,12 @@ class CarDDTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+            raise ValueError(
+                f"DATALOADER.SAMPLER_TRAIN {cfg.DATALOADER.SAMPLER_TRAIN!r} is not supported by CarDDTrainer, whose "
+                "resumable sampler shuffles like detectron2's 'TrainingSampler'; set DATALOADER.SAMPLER_TRAIN "
+                "TrainingSampler"
+            )
         dataset = get_detection_dataset_dicts(
             cfg.DATASETS.TRAIN,
             filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,

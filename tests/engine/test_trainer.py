@@ -197,3 +197,9 @@ def test_importing_the_trainer_leaves_detectron2_alone():
     # the CPU-aware DDP wrapper applies only while CarDDTrainer builds its model
     assert d2_defaults.create_ddp_model.__module__ == "detectron2.engine.defaults"
     assert d2_defaults.create_ddp_model.__name__ == "create_ddp_model"
+
+
+def test_other_training_samplers_are_refused_not_ignored(tiny_cfg):
+    cfg = tiny_cfg(QUICK, "DATALOADER.SAMPLER_TRAIN", "RepeatFactorTrainingSampler")
+    with pytest.raises(ValueError, match="DATALOADER.SAMPLER_TRAIN 'RepeatFactorTrainingSampler' is not supported"):
+        CarDDTrainer.build_train_loader(cfg)
