@@ -18,10 +18,11 @@ def _augment(d):
             "draw": float(np.random.uniform()), "flip": bool(np.random.rand() < 0.5)}
 
 
-def _batches(sampler, n, grouping=True):
+def _batches(sampler, n, grouping=True, num_workers=0):
     loader = build_detection_train_loader(
         PositionedDataset(DatasetFromList(DICTS, copy=False)), mapper=PositionSeededMapper(_augment, sampler),
-        sampler=sampler, total_batch_size=3, aspect_ratio_grouping=grouping, num_workers=0, seed=sampler.seed)
+        sampler=sampler, total_batch_size=3, aspect_ratio_grouping=grouping, num_workers=num_workers,
+        seed=sampler.seed)
     return [[(d["image_id"], d["draw"], d["flip"]) for d in batch] for batch in itertools.islice(loader, n)]
 
 
@@ -39,6 +40,14 @@ def test_resumed_batches_equal_the_uninterrupted_run(grouping, stop):
     resumed_sampler.load_state_dict(_sampler(grouping).state_dict())
     resumed_sampler.resume_after(stop, 3, num_workers=0)
     assert _batches(resumed_sampler, 9 - stop, grouping) == straight[stop:]
+
+
+def test_resumed_batches_equal_with_workers_without_grouping():
+    straight = _batches(_sampler(False), 6, grouping=False, num_workers=2)
+    assert straight == _batches(_sampler(False), 6, grouping=False)  # workers change nothing
+    resumed_sampler = _sampler(False)
+    resumed_sampler.resume_after(3, 3, num_workers=2)
+    assert _batches(resumed_sampler, 3, grouping=False, num_workers=2) == straight[3:]
 
 
 def test_grouping_really_holds_images_back():
