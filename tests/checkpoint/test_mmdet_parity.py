@@ -175,6 +175,33 @@ def test_final_detections(arch):
             "threshold")
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_rpn_anchor_assignment(arch):
+    """Every anchor gets the released RPN's training label and ground truth (before sampling): IoU thresholds,
+    low-quality matches, and anchors outside the border (Cascade / HTC) left out."""
+    fx = load_fixture(arch)
+    model = cardd_model(arch)
+    _, _, p = features(model, fx)
+    rpn = model.proposal_generator
+    anchors = rpn.anchor_generator([p[f] for f in rpn.in_features])
+    _, targets = _training_inputs(fx)
+    rpn._subsample_labels = lambda labels: labels  # this instance only: compare the assignment, not the sampling
+    try:
+        labels, matched = rpn.label_and_sample_anchors(anchors, targets)
+    finally:
+        del rpn._subsample_labels
+    for b, (lab, box) in enumerate(zip(labels, matched)):
+        gt_inds = fx.t(f"rpn_assign/{b}_gt_inds").long()
+        ref = torch.where(gt_inds > 0, 1, gt_inds)
+        assert len(lab) == len(ref), f"{arch} image {b}: {len(lab)} anchors, mmdet {len(ref)}"
+        wrong = (lab != ref).nonzero().flatten().tolist()
+        assert not wrong, (f"{arch} image {b}: {len(wrong)} anchors labelled differently, e.g. anchor {wrong[0]}: "
+                           f"cardd {lab[wrong[0]].item()}, mmdet {ref[wrong[0]].item()}")
+        pos = gt_inds > 0
+        assert torch.equal(box[pos], targets[b].gt_boxes.tensor[gt_inds[pos] - 1]), f"{arch} image {b}: matched boxes"
+
+
 def _training_inputs(fx):
     n = len(fx.t("input/img"))
     h, w = fx.meta["image_size"]

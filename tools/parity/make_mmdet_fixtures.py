@@ -20,6 +20,8 @@ computed from it:
 * ``train/proposals_{b}``, ``train/gt_boxes_{b}``, ``train/gt_labels_{b}``, ``train/gt_masks_{b}`` and
   ``loss/<name>``: the ROI-head losses of ``roi_head.forward_train`` on those fixed proposals and targets (few
   enough proposals that both frameworks' samplers keep all of them, so the losses do not depend on sampling order);
+* ``rpn_assign/{b}_gt_inds``: the RPN's training assignment of every anchor to those ground-truth boxes before
+  sampling (-1 ignored, 0 negative, k > 0 ground truth k - 1);
 * ``meta``: JSON with the architecture, the reduction, the release's test settings and the versions used.
 
 The state dict is stored in float16: every weight and statistic was drawn float16-exact, so it reads back as the
@@ -292,6 +294,23 @@ def stage_outputs(model, rois, x):
     return out
 
 
+def rpn_assignment(model, feats, metas, gt_boxes):
+    """The RPN's training assignment of every anchor before sampling: -1 ignored (between the IoU thresholds, or
+    outside ``allowed_border``), 0 negative, k > 0 positive for ground truth k - 1."""
+    from mmdet.core.anchor import anchor_inside_flags
+
+    rpn = model.rpn_head
+    anchors, valid = rpn.get_anchors([f.shape[-2:] for f in feats], metas, device="cpu")
+    out = {}
+    for b, gt in enumerate(gt_boxes):
+        flat, flags = torch.cat(anchors[b]), torch.cat(valid[b])
+        inside = anchor_inside_flags(flat, flags, metas[b]["img_shape"][:2], rpn.train_cfg.allowed_border)
+        gt_inds = torch.full((len(flat),), -1, dtype=torch.long)
+        gt_inds[inside] = rpn.assigner.assign(flat[inside], gt, None, None).gt_inds
+        out[f"rpn_assign/{b}_gt_inds"] = gt_inds.to(torch.int16)
+    return out
+
+
 def run_arch(release_dir, arch, seed):
     from mmcv import __version__ as mmcv_version
     from mmdet import __version__ as mmdet_version
@@ -337,6 +356,7 @@ def run_arch(release_dir, arch, seed):
         for b, (props, gt, labels, masks) in enumerate(targets):
             data[f"train/proposals_{b}"], data[f"train/gt_boxes_{b}"] = props, gt
             data[f"train/gt_labels_{b}"], data[f"train/gt_masks_{b}"] = labels, masks
+        data.update(rpn_assignment(model, ps, metas, [t[1] for t in targets]))
         losses = model.roi_head.forward_train(
             ps, metas, [t[0] for t in targets], [t[1] for t in targets], [t[2] for t in targets], None,
             [BitmapMasks(t[3].numpy(), IMG_H, IMG_W) for t in targets])
