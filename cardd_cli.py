@@ -1,7 +1,8 @@
 """The ``cardd`` console script: damage assessment of photos, as a batch report or an HTTP service.
 
     cardd assess --config-file CFG --weights W [--classifier-weights C] INPUTS... --output DIR [KEY VALUE ...]
-    cardd serve  --config-file CFG --weights W [--classifier-weights C] [--host 127.0.0.1] [--port 8000] [KEY VALUE ...]
+    cardd serve  --config-file CFG --weights W [--classifier-weights C] [--host 127.0.0.1] [--port 8000]
+                 [--workers N] [--queue-size Q] [KEY VALUE ...]
 
 Config overrides are trailing ``KEY VALUE`` pairs (detectron2 style). This module lives outside ``cardd_d2`` because
 importing that package registers cardd's models with detectron2 (and so imports torch): parsing and ``--help`` import
@@ -108,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--max-upload-mb", type=float, default=20.0,
                    help="largest accepted image file in MB (default 20); larger uploads get HTTP 413")
+    s.add_argument("--workers", type=int, default=1,
+                   help="inference worker threads, each with its own copy of the model (default 1)")
+    s.add_argument("--queue-size", type=int, default=8,
+                   help="requests that may wait for a free worker (default 8); one more gets HTTP 503 with a "
+                        "Retry-After header")
+    s.add_argument("--request-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="answer HTTP 504 when a request has no result after this long, queue wait included "
+                        "(default 300)")
     add_model_args(s)
     return parser
 
@@ -127,6 +136,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             args.opts += extra
         args.class_names = parse_class_names(args.class_names)
+        if args.command == "serve":
+            if args.workers < 1:
+                raise UsageError(f"--workers must be at least 1, got {args.workers}")
+            if args.queue_size < 0:
+                raise UsageError(f"--queue-size must be at least 0, got {args.queue_size}")
+            if not args.request_timeout > 0:
+                raise UsageError(f"--request-timeout must be positive, got {args.request_timeout}")
         if len(args.opts) % 2:
             raise UsageError(f"config overrides are KEY VALUE pairs; got {' '.join(args.opts)}")
     except UsageError as e:

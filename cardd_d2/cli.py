@@ -50,6 +50,7 @@ def cmd_serve(args, cfg, gate, meta, info) -> int:
     from cardd_d2.assessment.service import create_app
 
     app = create_app(lambda: build_predictor(cfg), gate=gate, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                     workers=args.workers, queue_size=args.queue_size, request_timeout_s=args.request_timeout,
                      class_names=list(meta.thing_classes), score_threshold=args.confidence_threshold,
                      max_side=args.max_side, model_info=info)
     uvicorn.run(app, host=args.host, port=args.port)
