@@ -11,9 +11,11 @@ random numbers in the model (proposal sampling) as the uninterrupted run would h
   workers or on the interruption.
 * :class:`GlobalRNGState` saves and restores torch's, numpy's and Python's global generators.
 
-Exact with ``DATALOADER.NUM_WORKERS 0``, and with any number of workers when ``DATALOADER.ASPECT_RATIO_GROUPING``
-is off. With workers *and* aspect-ratio grouping the resumed run trains on the same images with the same
-augmentations, but the workers' interleaving can group them into batches differently.
+Exact in a single process with ``DATALOADER.NUM_WORKERS 0``, and with any number of workers when
+``DATALOADER.ASPECT_RATIO_GROUPING`` is off. With workers *and* aspect-ratio grouping the resumed run trains on the
+same images with the same augmentations, but the workers' interleaving can group them into batches differently. With
+several processes each rank continues its own data stream exactly, but the global generators (model-side sampling)
+are only restored in single-process runs.
 """
 from __future__ import annotations
 
@@ -181,6 +183,11 @@ class GlobalRNGState:
         return state
 
     def load_state_dict(self, state):
+        if comm.get_world_size() > 1:
+            # The file holds the main process's generators only; giving them to every rank would make all ranks
+            # draw the same numbers. Each rank keeps the seed default_setup gave it.
+            logger.info("Global random state not restored: it is saved for single-process runs only")
+            return
         torch.set_rng_state(state["torch"])
         n = state["numpy"]
         np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))

@@ -67,3 +67,25 @@ def test_augmentation_does_not_depend_on_the_global_generator():
 def test_sampler_rejects_a_changed_dataset():
     with pytest.raises(ValueError, match="11 images but the dataset now has 12"):
         ResumableTrainingSampler(12, seed=1).load_state_dict(_sampler().state_dict())
+
+
+def test_global_rng_state_round_trip_and_multi_process_skip(monkeypatch):
+    import random
+
+    import torch
+
+    from cardd_d2.engine.exact_resume import GlobalRNGState
+
+    rng = GlobalRNGState()
+    state = rng.state_dict()
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    rng.load_state_dict(state)
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
+
+    from detectron2.utils import comm
+
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    before = torch.get_rng_state()
+    rng.load_state_dict(state)  # another rank's generators are not imposed on this one
+    assert torch.equal(torch.get_rng_state(), before)
