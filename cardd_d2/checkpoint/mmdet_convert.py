@@ -80,7 +80,8 @@ def convert_mmdet_state_dict(
 
     dropped: List[str] = []
     ckpt_k = info["num_classes"]
-    if family is not None and not drop_heads and num_classes is not None and ckpt_k is not None and num_classes != ckpt_k:
+    mismatch = num_classes is not None and ckpt_k is not None and num_classes != ckpt_k
+    if family is not None and not drop_heads and mismatch:
         raise MmdetConversionError(
             f"{source}: the checkpoint's heads predict {ckpt_k} classes (+ background) but num_classes is "
             f"{num_classes}; pass drop_heads / --drop-heads to drop the class-specific predictor layers "

@@ -83,7 +83,8 @@ _STAGE_RULES = (
     Rule(_M + _T + rf"conv_logits\.{_W}", r"roi_heads.mask_head.\g<t>.predictor.\g<x>"),
 )
 _STAGE_PREDICTORS = (_B + r"\d+\.fc_(cls|reg)\..*", _M + r"\d+\.conv_logits\..*")
-_STAGE_KEYS = r"bbox_head\.\d+\.(shared_fcs\.[01]|fc_cls|fc_reg)|mask_head\.\d+\.(convs\.\d+\.conv|upsample|conv_logits)"
+_STAGE_KEYS = (r"bbox_head\.\d+\.(shared_fcs\.[01]|fc_cls|fc_reg)"
+               r"|mask_head\.\d+\.(convs\.\d+\.conv|upsample|conv_logits)")
 
 CASCADE_MASK_RCNN = HeadFamily(
     name="cascade_mask_rcnn",

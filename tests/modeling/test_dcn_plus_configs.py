@@ -146,7 +146,8 @@ def test_table_ii_rows_differ_exactly_in_their_ingredient():
 @pytest.mark.parametrize("loss", ["ce", "focal"])
 def test_dcn_plus_head_loss_follows_cls_loss_type(loss, tiny_cfg):
     cfg = tiny_cfg("CarDD/dcn_plus_R_50_FPN.yaml", "MODEL.ROI_BOX_HEAD.CLS_LOSS_TYPE", loss,
-                   "MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "16", "MODEL.ROI_MASK_HEAD.CONV_DIM", "8")
+                   "MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "16",
+                   "MODEL.ROI_MASK_HEAD.CONV_DIM", "8")
     assert build_model(cfg).roi_heads.box_predictor.cls_loss_type == loss
 
 

@@ -21,7 +21,8 @@ two off the model is the mmdet-style cascade (same weights -> same outputs).
 Semantic branch (``MODEL.HTC.WITH_SEMANTIC``, off in the CarDD configs: it needs stuff segmentation maps, which CarDD
 does not have): ``self.semantic_head`` is a :class:`~.htc_semantic.FusedSemanticHead` run on the FPN features in
 every forward; in training its loss ``loss_semantic_seg`` is computed against the stuff maps that
-:class:`cardd_d2.modeling.meta_arch.HTCRCNN` (``MODEL.META_ARCHITECTURE "HTCRCNN"``, required) passes along with the images.
+:class:`cardd_d2.modeling.meta_arch.HTCRCNN` (``MODEL.META_ARCHITECTURE "HTCRCNN"``, required) passes along with
+the images.
 Its semantic feature is RoIAligned and added to the pooled box and/or mask ROI features of every stage
 (``MODEL.HTC.SEMANTIC_FUSION``) by wrapping ``box_pooler`` / ``mask_pooler`` in
 :class:`~.htc_semantic.SemanticFusionPooler`. See :mod:`.htc_semantic` for the mmdet details.
