@@ -186,12 +186,12 @@ class SODTrainer:
         self.iter_size = int(cfg.SOLVER.ITER_SIZE) or self.spec.iter_size
         self.loss_fn = loss_fn or build_sod_loss(self.spec.loss, iter_size=self.iter_size)
         self.preprocess = build_preprocess(cfg)
-        self.optimizer = self.build_optimizer()
-        self.amp_dtype = _amp_dtype(cfg.SOLVER.AMP, self.device)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch = 0          # completed epochs
         self.iter = 0           # optimizer steps
         self.batches = 0        # batches seen (accumulation counter)
+        self.optimizer = self.build_optimizer()
+        self.amp_dtype = _amp_dtype(cfg.SOLVER.AMP, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.output_dir = cfg.OUTPUT_DIR
         self.ckpt_dir = os.path.join(self.output_dir, "checkpoints")
         self.writer = None
@@ -215,8 +215,11 @@ class SODTrainer:
             params = self.spec.param_groups(self.model, wd)
         else:
             params = [{"params": [p for p in self.model.parameters() if p.requires_grad], "weight_decay": wd}]
-        return torch.optim.Adam(params, lr=float(s.BASE_LR), betas=tuple(float(b) for b in s.BETAS),
-                                eps=float(s.EPS))
+        opt = torch.optim.Adam(params, lr=float(s.BASE_LR), betas=tuple(float(b) for b in s.BETAS),
+                               eps=float(s.EPS))
+        for g in opt.param_groups:
+            g["lr"] = self.lr_at(self.epoch)
+        return opt
 
     def build_train_dataset(self) -> CarDDSODDataset:
         d = self.cfg.DATA

@@ -43,17 +43,6 @@ __all__ = ["CSNet", "csnet_layer_config", "csnet_config_from_reference", "csnet_
 STAGES = (3, 4, 6, 4)
 DILATIONS = (1, 2, 4, 8, 16)
 
-SPEC = SODModelSpec(
-    # 224x224 RGB / 255, ImageNet mean/std; train: random crop 0-14 px per side, flip p=0.5 (lr or ud); soft GT
-    preprocess=PreprocessSpec(size=(224, 224), resize="skimage", label_resize="bilinear", side_crop=14,
-                              flip_lr_or_ud=0.5, save_rule="skimage_floor"),
-    loss="csnet",
-    output_kind="logits",
-    output_names=("logits",),
-    # train-mode BN needs batch * (H/16) * (W/16) > 1 (e.g. batch 2 at 16x16, or batch 1 at 32x16)
-    min_input_size=16,
-    size_divisor=16,
-)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -446,3 +435,18 @@ def csnet_param_groups(model: nn.Module, lr: float = 1e-4, weight_decay: float =
             normal.append(p)
     return [{"params": normal, "lr": lr, "weight_decay": weight_decay},
             {"params": picked, "lr": lr, "weight_decay": 0.0}]
+
+
+SPEC = SODModelSpec(
+    # 224x224 skimage resize (reflect, no anti-aliasing; the GT likewise, soft), RGB / 255, ImageNet mean/std;
+    # train: on the original image cut 0-14 px top/left and 1-15 px bottom/right, flip p=0.5 (lr or ud)
+    preprocess=PreprocessSpec(size=(224, 224), resize="skimage", skimage_mode="reflect", anti_aliasing=False,
+                              label_resize="like_image", edge_crop=15, flip_lr_or_ud=0.5, save_rule="skimage_floor"),
+    loss="csnet",
+    output_kind="logits",
+    output_names=("logits",),
+    # train-mode BN needs batch * (H/16) * (W/16) > 1 (e.g. batch 2 at 16x16, or batch 1 at 32x16)
+    min_input_size=16,
+    size_divisor=16,
+    param_groups=lambda model, weight_decay: csnet_param_groups(model, weight_decay=weight_decay),
+)

@@ -39,14 +39,16 @@ OUTPUT_NAMES = ("final", "solid", "solid1", "contour1", "solid2", "contour2", "s
                 "contour4")
 
 SPEC = SODModelSpec(
-    # as PoolNet, plus edge maps and rotation by U(-25, 25) deg with p=0.5 (the release's augmentation)
+    # as PoolNet, plus edge maps and, with p=0.5, rotation by an integer angle in [-25, 25) after the mean
+    # subtraction (the release's augmentation); training in the sorted file order
     preprocess=PreprocessSpec(size=None, hflip=0.5, color="bgr", scale="none", mean=CAFFE_BGR_MEAN,
-                              std=(1.0, 1.0, 1.0), edges=True, rotate_deg=25.0, rotate_p=0.5,
+                              std=(1.0, 1.0, 1.0), edges=True, rotate_deg=25, rotate_p=0.5,
                               save_rule="cv2_round"),
     loss="sgl_krn",
     output_kind="sigmoid",
     output_names=OUTPUT_NAMES,
     iter_size=10,
+    shuffle=False,
     min_input_size=MIN_INPUT_STRIDE16,
     imagenet_backbone=True,
 )
