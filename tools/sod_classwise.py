@@ -13,7 +13,7 @@ Exit codes: 0 ok, 1 error (missing annotations or images; the message names the 
 import argparse
 import os
 
-from cardd_sod.classwise import run_classwise
+from cardd_sod.classwise import TRAIN_SETS, run_classwise
 from cardd_sod.data import cardd_coco_sources, layout
 
 
@@ -27,7 +27,10 @@ def main(argv=None):
     ap.add_argument("--test-json")
     ap.add_argument("--test-images")
     ap.add_argument("--classes", nargs="+", default=None, help="subset of classes (names or ids)")
-    ap.add_argument("--keep-empty", action="store_true", help="keep images without the class (empty masks)")
+    ap.add_argument("--train-set", choices=TRAIN_SETS, default="all",
+                    help="all: every training image, empty masks where the class is absent (default; what the "
+                         "released generator writes); subset: only training images with the class. Test sets are "
+                         "always the images with the class")
     ap.add_argument("--output", required=True, metavar="DIR", help="work folder (datasets, runs, results)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
@@ -42,7 +45,7 @@ def main(argv=None):
             ap.error("give --coco-root or all of --train-json/--train-images/--test-json/--test-images")
         sources = {"TR": (args.train_json, args.train_images), "TE": (args.test_json, args.test_images)}
     classes = [int(c) if c.isdigit() else c for c in args.classes] if args.classes else None
-    res = run_classwise(args.model, sources, args.output, args.config_file, args.opts, classes, args.keep_empty,
+    res = run_classwise(args.model, sources, args.output, args.config_file, args.opts, classes, args.train_set,
                         progress=not args.no_progress)
     print(res["table"])
     return res

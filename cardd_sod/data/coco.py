@@ -2,10 +2,9 @@
 
 * Full dataset: each image's mask is the union of all its instance masks (255 on damage, 0 elsewhere).  Images
   without annotations get an empty mask and are kept (``skip_empty=True`` drops them).
-* Class-wise variant (paper Table IX): only the instances of one category are activated.  Decision (the paper
-  gives no rule; an image without the class would be an all-background sample): by default only images
-  that contain at least one instance of the class are kept, for every split; ``keep_empty=True`` keeps all images
-  with empty masks instead.
+* Class-wise variant (paper Table IX): only the instances of one category are activated; by default only images
+  that contain the class are kept, ``keep_empty=True`` keeps all images with empty masks where the class is absent
+  (which one trains is :mod:`cardd_sod.classwise`'s ``train_set``).
 * Edge maps (``CarDD-XX-Edge``, SGL-KRN's contour targets) are the outlines of the same instances' first polygons,
   drawn as the released generator draws them (:mod:`cardd_sod.data.instance_edges`).
 * Folders and list files as :mod:`cardd_sod.data.layout` describes them.

@@ -108,7 +108,8 @@ def test_sod_classwise_cli_tiny(syn, tmp_path):
         assert f"| {cls} |" in res["table"]
     assert os.path.isfile(os.path.join(work, "classwise_results.md"))
     with open(os.path.join(work, "classwise_results.json")) as f:
-        assert json.load(f)["model"] == "tiny"
+        saved = json.load(f)
+    assert saved["model"] == "tiny" and saved["train_set"] == "all"
 
 
 TOOLS = ("train_sod", "test_sod", "sod_classwise", "coco_to_sod", "instances_to_saliency")
