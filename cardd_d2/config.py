@@ -27,6 +27,9 @@ def add_cardd_config(cfg):
     _C.DATASETS.SKIP_INVALID = False
     # Open every image once when a dataset is first loaded, so unreadable files fail before training.
     _C.DATASETS.CHECK_IMAGES = True
+    # Your own COCO instance datasets, registered at start: [name, json file, image folder] triples (paths relative
+    # to the working directory); name them in DATASETS.TRAIN / DATASETS.TEST (cardd_d2.data.datasets_from_cfg).
+    _C.DATASETS.REGISTER_COCO = []
 
     # ---------------------------------------------------------------- input (cardd_d2.data.transforms)
     # Pixel resampling of the single-scale train and test resize: "pil" (detectron2's; antialiases when shrinking) or

@@ -5,7 +5,11 @@
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
     python tools/train_net.py --config-file ... SOLVER.MAX_ITER 9000 --resume   # continue an interrupted run
 
-CarDD's splits are registered from --cardd-root or $CARDD_DATASETS (the folder holding CarDD_COCO).
+CarDD's splits are registered from --cardd-root or $CARDD_DATASETS (the folder holding CarDD_COCO). Your own COCO
+data: declare [name, json file, image folder] triples in DATASETS.REGISTER_COCO and name them in DATASETS.TRAIN /
+DATASETS.TEST; the number of classes is taken from the data unless the config file or the overrides set it. Missing
+files, empty annotation lists and class mismatches stop the tool at once, naming the key to set (exit status 1;
+cardd_d2.data.datasets_from_cfg).
 --num-gpus x --num-machines must divide SOLVER.IMS_PER_BATCH (the released recipe's images per iteration), unless
 SOLVER.REFERENCE_WORLD_SIZE scales the recipe (cardd_d2.engine.world_size); otherwise the tool stops at once.
 """
@@ -18,6 +22,7 @@ from detectron2.engine import default_argument_parser, launch
 import cardd_d2  # noqa: F401  (registers cardd's models)
 from cardd_d2.checkpoint.checkpointer import TrainingCheckpointer
 from cardd_d2.checkpoint.class_names import check_same_names, read_checkpoint_info
+from cardd_d2.data import CarDDDataError, config_keys_given
 from cardd_d2.engine import CarDDTrainer, default_cardd_setup, register_datasets_for_cfg, setup_cfg
 from cardd_d2.engine.world_size import check_world_size
 from cardd_d2.tool_args import EXIT_STATUS_HELP, OVERRIDES_HELP, parse_args_with_overrides
@@ -51,7 +56,7 @@ def _check_eval_classes(cfg):
 
 def main(args, cfg):
     default_cardd_setup(cfg, args)
-    register_datasets_for_cfg(cfg, args.cardd_root)
+    register_datasets_for_cfg(cfg, args.cardd_root, training=not args.eval_only)  # in this process too
 
     if args.eval_only:
         model = CarDDTrainer.build_model(cfg)
@@ -80,9 +85,17 @@ def parse_args(argv=None):
     parser = build_parser()
     args = parse_args_with_overrides(parser, argv)
     try:
-        cfg = setup_cfg(args.config_file, args.opts, settings={"OUTPUT_DIR": args.output} if args.output else None)
+        cfg = setup_cfg(args.config_file, args.opts, freeze=False,
+                        settings={"OUTPUT_DIR": args.output} if args.output else None)
     except (OSError, KeyError, AssertionError, ValueError, TypeError, yaml.YAMLError) as e:
         parser.error(f"config {args.config_file or '(none)'} with overrides {args.opts}: {e}")
+    try:  # before any process starts or anything is trained; may take the class count from the data
+        register_datasets_for_cfg(cfg, args.cardd_root, given_keys=config_keys_given(args.config_file, args.opts),
+                                  training=not args.eval_only)
+    except CarDDDataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    cfg.freeze()
     if not args.eval_only:
         try:
             check_world_size(cfg, args.num_gpus * args.num_machines)

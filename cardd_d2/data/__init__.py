@@ -7,6 +7,6 @@ from .datasets import (  # noqa: F401
     load_coco_damage_json,
     register_cardd,
     register_coco_damage,
-    register_datasets_for_cfg,
 )
+from .datasets_from_cfg import config_keys_given, register_datasets_for_cfg  # noqa: F401
 from .stats import dataset_stats, write_dataset_stats  # noqa: F401

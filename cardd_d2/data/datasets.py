@@ -24,7 +24,8 @@ no annotations at all) always raise. Note: with ``skip_invalid`` the evaluator s
 named in the metadata (``json_file``) as ground truth.
 
 The config switches ``DATASETS.SKIP_INVALID`` / ``DATASETS.CHECK_IMAGES`` apply to every dataset registered here
-(``cardd_*`` and :func:`register_coco_damage`) that a config names, through :func:`register_datasets_for_cfg`.
+(``cardd_*`` and :func:`register_coco_damage`) that a config names, through
+:func:`cardd_d2.data.datasets_from_cfg.register_datasets_for_cfg`.
 
 The conversion to detectron2 dicts is detectron2's ``load_coco_json`` (polygon ``segmentation`` kept,
 category ids mapped to 0..K-1 in json id order).
@@ -48,7 +49,6 @@ __all__ = [
     "load_coco_damage_json",
     "register_coco_damage",
     "register_cardd",
-    "register_datasets_for_cfg",
     "cardd_root",
     "cardd_split_files",
 ]
@@ -122,7 +122,7 @@ def _check_metadata_matches(dataset_name: str, report: ValidationReport) -> None
 @dataclasses.dataclass(frozen=True)
 class _Registration:
     """The arguments a dataset was registered with (compared to make re-registration a no-op, and replaced with
-    the config's switches by :func:`register_datasets_for_cfg`)."""
+    the config's switches by ``register_datasets_for_cfg``)."""
 
     json_file: str
     image_root: str
@@ -257,36 +257,4 @@ def register_cardd(
         )
         _register(DATASET_NAMES[split], reg)
         names.append(DATASET_NAMES[split])
-    return names
-
-
-# ----------------------------------------------------------------------------------------------- from a config
-def register_datasets_for_cfg(cfg, cardd_root: Optional[str] = None) -> List[str]:
-    """Make the datasets a config names ready to load, with the config's validation switches.
-
-    * ``cardd_*`` names: registered from ``cardd_root``, else ``DATASETS.ROOT``, else ``$CARDD_DATASETS`` (when a
-      root is given, or when they are not registered yet);
-    * ``DATASETS.SKIP_INVALID`` / ``DATASETS.CHECK_IMAGES`` then apply to every dataset of ``DATASETS.TRAIN`` and
-      ``DATASETS.TEST`` registered by this module (``cardd_*`` and :func:`register_coco_damage`): those registered
-      with other values are registered again with the config's. A dataset registered some other way cannot be
-      validated; it is named in a warning when the switches differ from their defaults.
-
-    Returns the dataset names of ``DATASETS.TRAIN`` and ``DATASETS.TEST``.
-    """
-    from detectron2.data import DatasetCatalog
-
-    skip, check = bool(cfg.DATASETS.SKIP_INVALID), bool(cfg.DATASETS.CHECK_IMAGES)
-    names = list(dict.fromkeys(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)))
-    root = cardd_root or cfg.DATASETS.ROOT or None
-    cardd_names = set(DATASET_NAMES.values())
-    if root or any(n in cardd_names and n not in DatasetCatalog.list() for n in names):
-        register_cardd(root, skip_invalid=skip, check_images=check)
-    for name in names:
-        reg = _REGISTERED.get(name)
-        if reg is None or name not in DatasetCatalog.list():
-            if name in DatasetCatalog.list() and (skip or not check):
-                logger.warning("dataset %s was not registered by cardd_d2.data: DATASETS.SKIP_INVALID / "
-                               "DATASETS.CHECK_IMAGES do not apply to it", name)
-            continue
-        _register(name, dataclasses.replace(reg, skip_invalid=skip, check_images=check))
     return names
