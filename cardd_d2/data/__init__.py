@@ -10,3 +10,7 @@ from .datasets import (  # noqa: F401
 )
 from .datasets_from_cfg import config_keys_given, register_datasets_for_cfg  # noqa: F401
 from .stats import dataset_stats, write_dataset_stats  # noqa: F401
+
+# detectron2 style: the CarDD splits are registered on import, from $CARDD_DATASETS (else ./datasets); nothing is read
+# until one is loaded, and DATASETS.ROOT / --cardd-root / register_cardd(root) point them elsewhere.
+register_cardd()

@@ -362,6 +362,7 @@ def _cfg(names, **switches):
     cfg = get_cardd_cfg()
     cfg.DATASETS.TRAIN = tuple(names)
     cfg.DATASETS.TEST = ()
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 6
     for k, v in switches.items():
         cfg.DATASETS[k] = v
     return cfg
@@ -439,3 +440,17 @@ def test_nothing_left_after_skipping_is_an_error(small_data, tmp_path):
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
         ds_mod._REGISTERED.pop(name, None)
+
+
+def test_cardd_splits_are_registered_on_import(small_data):
+    import subprocess
+    import sys
+
+    code = ("import cardd_d2.data; from detectron2.data import DatasetCatalog, MetadataCatalog; "
+            "print(sorted(n for n in DatasetCatalog.list() if n.startswith('cardd_'))); "
+            "print(MetadataCatalog.get('cardd_test').json_file)")
+    env = dict(os.environ, CARDD_DATASETS=small_data["root"])
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[-2] == str(sorted(CARDD_NAMES)) and lines[-1] == small_data["json"]["test"]
