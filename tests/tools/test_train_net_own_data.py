@@ -43,7 +43,7 @@ def test_own_coco_data_from_config_to_report(tmp_path):
     results = json.load(open(out / "inference" / "parts_test" / "results.json"))
     assert {f"AP-{n}" for n in NAMES} <= set(results["segm"])
 
-    proc = _run(["-m", "cardd_d2.cli", "assess", "--config-file", str(out / "config.yaml"), "--weights",
+    proc = _run(["-m", "cardd_cli", "assess", "--config-file", str(out / "config.yaml"), "--weights",
                  str(out / "model_final.pth"), "datasets/parts/images/test", "--output", "output/parts/report",
                  "--confidence-threshold", "0.0", "--no-progress"], tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
