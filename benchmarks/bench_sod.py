@@ -40,7 +40,6 @@ from cardd_sod import build_sod_loss, build_sod_model  # noqa: E402
 from cardd_sod.data.edges import mask_to_edge  # noqa: E402
 from cardd_sod.map_saving import saliency_to_uint8, write_map  # noqa: E402
 from cardd_sod.models import get_sod_spec  # noqa: E402
-from cardd_sod.models.csnet import csnet_param_groups  # noqa: E402
 
 # name -> training batch, training size, inference size, Adam settings (paper Table VII / reference scripts)
 PAPER = {
@@ -151,11 +150,10 @@ def bench_train(name, model, cfg, device, precision, args, gen):
     edge = mask_to_edge(y) if name == "sgl_krn" else None
     model.train()
     loss_fn = build_sod_loss(get_sod_spec(name).loss)
-    if name == "csnet":
-        opt = torch.optim.Adam(csnet_param_groups(model, cfg["lr"], cfg["wd"]), lr=cfg["lr"], betas=(0.9, 0.99))
-    else:
-        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"],
-                               weight_decay=cfg["wd"])
+    spec = get_sod_spec(name)
+    groups = (spec.param_groups(model, cfg["wd"]) if spec.param_groups is not None else
+              [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg["wd"]}])
+    opt = torch.optim.Adam(groups, lr=cfg["lr"], betas=(0.9, 0.99) if name == "csnet" else (0.9, 0.999))
     use_scaler = precision == "amp" and device.type == "cuda" and args.amp_dtype == "fp16"
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     losses = []

@@ -136,7 +136,7 @@ class SGLKRN(nn.Module):
         check_input(x, "SGL-KRN", SPEC.min_input_size, size_ok=lambda s: stride16_size(s) >= 8)
         size = x.shape[2:]
         lat = self.convert(self.base(x))[::-1]
-        solids, side_outs, reduced = [], [], []
+        side_outs, reduced = [], []
         prev = lat[0]
         for k in range(1, 5):
             solid = getattr(self, f"DeepPool_solid{k}")(prev, lat[k])

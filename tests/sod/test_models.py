@@ -113,7 +113,7 @@ def test_csnet_config_roundtrip_and_errors():
 
 
 def test_csnet_eval_needs_a_train_forward_first():
-    # Faithful quirk (sod.md): default BN statistics times the x100 weights blow up in eval mode.
+    # Faithful quirk of the release: default BN statistics times the x100 weights blow up in eval mode.
     torch.manual_seed(0)
     m = build_sod_model("csnet").eval()
     with torch.no_grad():
