@@ -138,6 +138,15 @@ def test_train_tool_end_to_end(sod_root, tmp_path):
     assert os.path.isfile(out / "checkpoints" / "epoch_0001.pth") and os.listdir(out / "tb")
     again = mod.main(["--config-file", str(out / "config.yaml"), "--eval-only", "--resume", "--no-progress"])
     assert again["metrics"]["MAE"] == pytest.approx(m["MAE"])
+    # test_sod predicts with the trained weights given as a trailing override and writes to --output
+    spec = importlib.util.spec_from_file_location("test_sod", "tools/test_sod.py")
+    test_sod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_sod)
+    rows = test_sod.main(["--config-file", str(out / "config.yaml"), "--output", str(tmp_path / "scored"),
+                          "MODEL.WEIGHTS", str(out / "model_final.pth")])
+    assert rows["tiny"]["MAE"] == pytest.approx(m["MAE"])
+    assert (tmp_path / "scored" / "sod_metrics.md").is_file()
+    assert len(os.listdir(tmp_path / "scored" / "predictions" / "CarDD-TE")) == 3
 
 
 @pytest.mark.parametrize("model,size", [("u2netp", "[40, 40]"), ("csnet", "[32, 48]")])
