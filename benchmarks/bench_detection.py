@@ -81,17 +81,20 @@ def build_model(config: str, device: str, opts):
 
 
 def calibrate_frozen_bn(model, device, size=(256, 384)):
-    """Random init leaves FrozenBN as identity, so activations blow up through the ResNet (Inf/NaN proposals in
-    training). Set every FrozenBN's statistics from one forward pass of a random image (data-dependent init), so the
-    timed runs see activations of a sane scale, as with trained weights."""
+    """Random init leaves frozen-statistics BN (FrozenBN, FrozenStatsBN) as identity, so activations blow up through
+    the ResNet (Inf/NaN proposals in training). Set their statistics from one forward pass of a random image
+    (data-dependent init), so the timed runs see activations of a sane scale, as with trained weights."""
     from detectron2.layers import FrozenBatchNorm2d
+
+    from cardd_d2.modeling.layers import FrozenStatsBatchNorm2d
 
     def pre_hook(module, inputs):
         x = inputs[0].detach().float()
         module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
         module.running_var.copy_(x.var(dim=(0, 2, 3), unbiased=False))
 
-    handles = [m.register_forward_pre_hook(pre_hook) for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    handles = [m.register_forward_pre_hook(pre_hook) for m in model.modules()
+               if isinstance(m, (FrozenBatchNorm2d, FrozenStatsBatchNorm2d))]
     gen = torch.Generator().manual_seed(1)
     h, w = size
     was_training = model.training
