@@ -17,4 +17,7 @@ cd "$ROOT"
   --skip-throughput --warmup 2 --reps 5 --compare-reference --output "$OUT/sod_cpu_latency.json" > /dev/null
 "$PY" benchmarks/bench_sod.py --device cpu --quick --skip-infer --skip-throughput --output "$OUT/sod_cpu_train_quick.json" > /dev/null
 "$PY" benchmarks/bench_assessment.py --devices cpu --images 2 --output "$OUT/assessment_cpu.json" > /dev/null
+OMP_NUM_THREADS=1 "$PY" benchmarks/load_test_serve.py --config-file configs/CarDD/mask_rcnn_R_50_FPN.yaml --workers 1 2 \
+  --requests 12 --concurrency 4 --image-size 320x240 --output "$OUT/serve_load_cpu.json" \
+  INPUT.MIN_SIZE_TEST 240 INPUT.MAX_SIZE_TEST 320 > /dev/null
 echo "wrote $OUT"
