@@ -1,0 +1,164 @@
+"""`cardd export`: exported tiny random-init models give the eager detectron2 detections (two image sizes from one
+export), and bad exports fail with a clear error."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from tiny_config import TINY_OVERRIDES, config_path
+
+# An R-50 thin enough for CPU tests (DCN+ needs bottleneck blocks), thin heads, a few detections per image.
+TINY_EXPORT_OVERRIDES = TINY_OVERRIDES + [
+    "MODEL.RESNETS.WIDTH_PER_GROUP", "8",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS", "32",
+    "MODEL.FPN.OUT_CHANNELS", "32",
+    "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM", "16",
+    "INPUT.MIN_SIZE_TEST", "64",
+    "INPUT.MAX_SIZE_TEST", "128",
+    "TEST.DETECTIONS_PER_IMAGE", "5",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+]
+MODELS = {"mask_rcnn": "CarDD/mask_rcnn_R_50_FPN.yaml", "dcn_plus": "CarDD/dcn_plus_R_50_FPN.yaml"}
+# (height, width) of the BGR test images: a landscape and a portrait one, neither the trace's sample size.
+IMAGE_SIZES = [(60, 90), (110, 70)]
+
+
+def _cfg(model, weights, tmp_path, *extra):
+    from cardd_d2.assessment.predictor import setup_cfg
+
+    path = tmp_path / f"{model}.yaml"
+    from cardd_d2.engine.setup import setup_cfg as engine_cfg
+
+    path.write_text(engine_cfg(config_path(MODELS[model]), TINY_EXPORT_OVERRIDES, freeze=False).dump())
+    return setup_cfg(str(path), weights=weights, opts=list(extra))
+
+
+def _random_checkpoint(model, path):
+    from detectron2.modeling import build_model
+
+    import cardd_d2  # noqa: F401
+    from cardd_d2.checkpoint.class_names import THING_CLASSES_KEY
+    from cardd_d2.data.categories import CARDD_CLASS_NAMES
+    from cardd_d2.engine.setup import setup_cfg
+
+    torch.manual_seed(0)
+    net = build_model(setup_cfg(config_path(MODELS[model]), TINY_EXPORT_OVERRIDES))
+    torch.save({"model": net.state_dict(), THING_CLASSES_KEY: list(CARDD_CLASS_NAMES)}, path)
+    return path
+
+
+def _images():
+    rng = np.random.default_rng(0)
+    return [(rng.random((h, w, 3)) * 255).astype(np.uint8) for h, w in IMAGE_SIZES]
+
+
+def assert_same_detections(eager, exported, what):
+    a, b = eager["instances"], exported["instances"]
+    assert len(a) == len(b) > 0, f"{what}: {len(a)} eager vs {len(b)} exported detections"
+    assert b.image_size == a.image_size
+    assert torch.equal(a.pred_classes, b.pred_classes), what
+    ba, bb = a.pred_boxes.tensor, b.pred_boxes.tensor
+    assert ((ba - bb).abs() <= 1e-3 * ba.abs().clamp(min=1.0)).all(), f"{what}: boxes {ba} vs {bb}"
+    assert (a.scores - b.scores).abs().max() <= 1e-4, f"{what}: scores {a.scores} vs {b.scores}"
+    ma, mb = a.pred_masks.bool(), b.pred_masks.bool()
+    union = (ma | mb).flatten(1).sum(1)
+    iou = torch.where(union > 0, (ma & mb).flatten(1).sum(1) / union.clamp(min=1), torch.ones_like(union).float())
+    assert (iou >= 0.99).all(), f"{what}: mask IoU {iou}"
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """{(model, format): (export dir, eager predictor)}, built once for the module."""
+    from cardd_d2.assessment.predictor import build_predictor
+    from cardd_d2.export import export_model
+
+    root = tmp_path_factory.mktemp("exports")
+    out = {}
+    for model in MODELS:
+        weights = _random_checkpoint(model, str(root / f"{model}.pth"))
+        cfg = _cfg(model, weights, root)
+        eager = build_predictor(cfg)
+        for fmt in ("torchscript", "onnx"):
+            d = str(root / f"{model}_{fmt}")
+            export_model(cfg, d, fmt, source_config_file=f"{model}.yaml")
+            out[model, fmt] = (d, eager, cfg)
+    return out
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_exported_model_matches_eager(exports, model, fmt):
+    from cardd_d2.export import ExportedPredictor
+
+    d, eager, _ = exports[model, fmt]
+    exported = ExportedPredictor(d)
+    assert exported.runtime == ("torch" if fmt == "torchscript" else "onnxruntime")
+    for img in _images():
+        assert_same_detections(eager(img), exported(img), f"{model} {fmt} {img.shape[:2]}")
+
+
+def test_export_dir_carries_what_inference_needs(exports):
+    from cardd_d2.data.categories import CARDD_CLASS_NAMES
+
+    d, _, cfg = exports["dcn_plus", "onnx"]
+    info = json.load(open(os.path.join(d, "export.json")))
+    assert info["class_names"] == list(CARDD_CLASS_NAMES) and info["input_format"] == cfg.INPUT.FORMAT
+    assert info["pixel_mean"] == list(cfg.MODEL.PIXEL_MEAN) and info["pixel_std"] == list(cfg.MODEL.PIXEL_STD)
+    assert info["score_threshold"] == cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST and info["onnx_opset"] >= 16
+    assert info["source_config_file"] == "dcn_plus.yaml"
+    assert os.path.isfile(os.path.join(d, info["file"])) and os.path.isfile(os.path.join(d, info["config"]))
+    import onnx
+
+    def ops(graph):  # with the subgraphs of If nodes (NMS sits in one)
+        found = set()
+        for node in graph.node:
+            found.add(node.op_type)
+            for attr in node.attribute:
+                for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    found |= ops(g)
+        return found
+
+    found = ops(onnx.load(os.path.join(d, info["file"])).graph)
+    assert {"GridSample", "RoiAlign", "NonMaxSuppression"} <= found  # deformable convs through the sampling kernel
+    assert "DeformConv" not in found
+
+
+def test_score_threshold_applied_after_the_graph_equals_eager(exports, tmp_path):
+    """The graph is traced without a threshold; thresholding after it keeps what the thresholded model keeps."""
+    from cardd_d2.assessment.predictor import build_predictor
+    from cardd_d2.export import ExportedPredictor
+
+    d, eager, cfg = exports["mask_rcnn", "onnx"]
+    img = _images()[0]
+    scores = eager(img)["instances"].scores
+    thr = float((scores.max() + scores.min()) / 2)
+    strict = build_predictor(_cfg("mask_rcnn", cfg.MODEL.WEIGHTS, tmp_path, "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+                                  str(thr)))
+    ref = strict(img)
+    assert 0 < len(ref["instances"]) < len(scores)
+    assert_same_detections(ref, ExportedPredictor(d, score_threshold=thr)(img), f"threshold {thr}")
+
+
+def test_bad_exports_fail_clearly(tmp_path):
+    from cardd_d2.assessment.predictor import setup_cfg
+    from cardd_d2.export import ExportError, export_model
+
+    weights = str(tmp_path / "w.pth")
+    torch.save({"model": {}}, weights)
+    cascade = setup_cfg(config_path("CarDD/cascade_mask_rcnn_R_50_FPN.yaml"), weights=weights,
+                        class_names=["a", "b", "c", "d", "e", "f"])
+    with pytest.raises(ExportError, match="ROI_HEADS.NAME"):
+        export_model(cascade, str(tmp_path / "c"), "onnx")
+    cfg = _cfg("mask_rcnn", weights, tmp_path)
+    with pytest.raises(ExportError, match="opset 13 .*opset >= 16"):
+        export_model(cfg, str(tmp_path / "o"), "onnx", opset=13)
+    with pytest.raises(ExportError, match="format"):
+        export_model(cfg, str(tmp_path / "o"), "tflite")
+    missing = cfg.clone()
+    missing.defrost()
+    missing.MODEL.WEIGHTS = str(tmp_path / "gone.pth")
+    with pytest.raises(ExportError, match="weights file not found: .*gone.pth"):
+        export_model(missing, str(tmp_path / "m"), "torchscript")
+    assert not os.path.exists(tmp_path / "c") and not os.path.exists(tmp_path / "m")
