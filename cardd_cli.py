@@ -1,6 +1,7 @@
 """The ``cardd`` console script: damage assessment of photos, as a batch report or an HTTP service.
 
     cardd assess --config-file CFG --weights W [--classifier-weights C] INPUTS... --output DIR [KEY VALUE ...]
+    cardd export --config-file CFG --weights W --format {onnx,torchscript} --output DIR [--opset 17] [KEY VALUE ...]
     cardd serve  --config-file CFG --weights W [--classifier-weights C] [--host 127.0.0.1] [--port 8000]
                  [--workers N] [--queue-size Q] [KEY VALUE ...]
 
@@ -23,6 +24,11 @@ EXIT_CODES = f"""exit status:
   0  every input was processed (or discarded by the gate, or skipped as a non-image found in a folder)
   1  some inputs failed (unreadable, not an image, missing path, empty folder); the others are in the report
 {_USAGE_ERROR}, or report.json could not be written"""
+EXPORT_EXIT_CODES = """exit status:
+  0  the model was exported
+  1  tracing or writing the model failed (the message says where)
+  2  usage error: bad arguments or config, a model export does not support, no --weights / a missing weights file,
+     an ONNX opset below 16"""
 SERVE_EXIT_CODES = f"""exit status:
   0  the service was stopped
 {_USAGE_ERROR}"""
@@ -118,6 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="answer HTTP 504 when a request has no result after this long, queue wait included "
                         "(default 300)")
     add_model_args(s)
+
+    e = sub.add_parser("export", help="export the detector to ONNX or TorchScript",
+                       description="Trace the detector (GeneralizedRCNN with standard ROI heads: tested for Mask R-CNN and DCN+) "
+                                   "and write the model file, export.json (class names, input format, pixel mean/std, "
+                                   "score threshold, source config) and config.yaml to --output. Inputs of any size "
+                                   "run on the export.",
+                       epilog=EXPORT_EXIT_CODES, formatter_class=fmt)
+    e.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
+    e.add_argument("--config-file", required=True, metavar="FILE", help="detectron2/cardd config (YAML)")
+    e.add_argument("--weights", default=None, metavar="FILE",
+                   help="detector checkpoint (sets MODEL.WEIGHTS); required, here or in the config")
+    e.add_argument("--class-names", default=None, metavar="A,B,...",
+                   help="comma-separated class names in class-id order (default: the checkpoint's)")
+    e.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    e.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; at least 16)")
+    e.add_argument("--confidence-threshold", type=float, default=None,
+                   help="score threshold stored in the export (default: the config's SCORE_THRESH_TEST)")
+    e.add_argument("--output", required=True, metavar="DIR", help="export directory")
     return parser
 
 
@@ -136,6 +160,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             args.opts += extra
         args.class_names = parse_class_names(args.class_names)
+        if args.command == "export" and args.opset is not None and args.format != "onnx":
+            raise UsageError("--opset applies to --format onnx only")
         if args.command == "serve":
             if args.workers < 1:
                 raise UsageError(f"--workers must be at least 1, got {args.workers}")

@@ -57,8 +57,37 @@ def cmd_serve(args, cfg, gate, meta, info) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from cardd_d2.assessment.predictor import setup_cfg
+    from cardd_d2.export import ExportError, export_model
+    from cardd_d2.export.exporter import check_exportable
+
+    try:
+        cfg = setup_cfg(args.config_file, weights=args.weights, opts=args.opts, device="cpu",
+                        confidence_threshold=args.confidence_threshold, class_names=args.class_names)
+        check_exportable(cfg, args.format, args.opset)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"cardd export: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        info = export_model(cfg, args.output, args.format, opset=args.opset, source_config_file=args.config_file)
+    except ExportError as e:
+        print(f"cardd export: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001  (tracing / ONNX conversion / writing: say so, exit 1)
+        print(f"cardd export: error: exporting {args.config_file} to {args.format} failed: {type(e).__name__}: {e}",
+              file=sys.stderr)
+        return 1
+    print(f"exported {args.format} ({len(info['class_names'])} classes: {', '.join(info['class_names'])}) -> "
+          f"{args.output}/{info['file']}")
+    return 0
+
+
 def run(args) -> int:
-    """Run the parsed ``cardd assess`` / ``cardd serve`` command; the exit status (see ``cardd --help``)."""
+    """Run the parsed ``cardd assess`` / ``cardd serve`` / ``cardd export`` command; the exit status (see
+    ``cardd --help``)."""
+    if args.command == "export":
+        return cmd_export(args)
     try:
         loaded = _load(args)
     except (FileNotFoundError, ValueError, KeyError) as e:

@@ -50,8 +50,8 @@ def check_exportable(cfg, fmt: str, opset: Optional[int]):
     arch = (cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.ROI_HEADS.NAME)
     if arch not in SUPPORTED_MODELS:
         raise ExportError(f"cannot export MODEL.META_ARCHITECTURE={arch[0]!r} with MODEL.ROI_HEADS.NAME={arch[1]!r}: "
-                          f"export supports {sorted(SUPPORTED_MODELS)} (Mask R-CNN, DCN, DCN+ and GCNet-style "
-                          "backbones); cascade and HTC heads are not exportable yet")
+                          f"export supports {sorted(SUPPORTED_MODELS)} (Mask R-CNN, DCN+ and other "
+                          "backbones of that form); cascade and HTC heads are not exportable yet")
     if cfg.MODEL.KEYPOINT_ON:
         raise ExportError("cannot export a keypoint head (MODEL.KEYPOINT_ON)")
     if fmt == "onnx" and opset is not None and int(opset) < MIN_ONNX_OPSET:

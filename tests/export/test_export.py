@@ -162,3 +162,37 @@ def test_bad_exports_fail_clearly(tmp_path):
     with pytest.raises(ExportError, match="weights file not found: .*gone.pth"):
         export_model(missing, str(tmp_path / "m"), "torchscript")
     assert not os.path.exists(tmp_path / "c") and not os.path.exists(tmp_path / "m")
+
+
+def test_cardd_export_command(tmp_path, capsys):
+    """`cardd export`: exit 0 and a loadable export; the export errors exit 2 with one line naming the problem."""
+    import cardd_cli
+
+    from cardd_d2.export import ExportedPredictor
+    from cardd_d2.engine.setup import setup_cfg
+
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(setup_cfg(config_path(MODELS["mask_rcnn"]), TINY_EXPORT_OVERRIDES, freeze=False).dump())
+    weights = _random_checkpoint("mask_rcnn", str(tmp_path / "w.pth"))
+    base = ["export", "--config-file", str(cfg_file), "--weights", weights]
+    out = tmp_path / "ts"
+    assert cardd_cli.main(base + ["--format", "torchscript", "--output", str(out), "--confidence-threshold", "0.01",
+                                  "TEST.DETECTIONS_PER_IMAGE", "4"]) == 0
+    pred = ExportedPredictor(str(out))
+    assert pred.score_threshold == 0.01 and pred.info["detections_per_image"] == 4
+    assert pred.info["source_config_file"] == str(cfg_file)
+    assert len(pred(_images()[0])["instances"]) <= 4
+    capsys.readouterr()
+    cascade = ["export", "--config-file", config_path("CarDD/cascade_mask_rcnn_R_50_FPN.yaml"), "--weights", weights,
+               "--class-names", "a,b,c,d,e,f"]
+    for argv, expected in [
+        (cascade + ["--format", "onnx", "--output", str(tmp_path / "c")], "ROI_HEADS.NAME"),
+        (base[:-1] + [str(tmp_path / "gone.pth"), "--format", "onnx", "--output", str(tmp_path / "g")], "gone.pth"),
+        (base + ["--format", "onnx", "--opset", "13", "--output", str(tmp_path / "o")], "opset >= 16"),
+    ]:
+        assert cardd_cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("cardd export: error:") and expected in err and "Traceback" not in err, err
+    with pytest.raises(SystemExit) as e:
+        cardd_cli.main(base + ["--format", "torchscript", "--opset", "17", "--output", str(tmp_path / "x")])
+    assert e.value.code == 2 and "--opset applies to --format onnx only" in capsys.readouterr().err
