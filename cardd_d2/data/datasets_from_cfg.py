@@ -151,6 +151,7 @@ def _check_classes(cfg, classes: Dict[str, Tuple[List[str], str]], train: List[s
                              f"set {CLASS_NAMES_KEY} to those names or leave it empty", source)
     key, k = num_classes_key(cfg)
     if k == len(names):
+        logger.info("classes of %s (%s): %s", ", ".join(classes), source, ", ".join(names))
         return
     if (given_keys is None or key in given_keys) or cfg.is_frozen():
         raise CarDDDataError(f"{key} is {k} but dataset {ref} ({source}) has {len(names)} classes {names}; set {key} "

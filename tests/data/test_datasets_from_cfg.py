@@ -1,5 +1,6 @@
 """DATASETS.REGISTER_COCO and the start-of-run checks of register_datasets_for_cfg (own data, any ids / classes)."""
 import json
+import logging
 import os
 
 import pytest
@@ -44,13 +45,17 @@ def _setup(opts):
     return cfg, config_keys_given(QUICK, opts)
 
 
-def test_own_data_declared_in_the_config_classes_from_the_data(own):
+def test_own_data_declared_in_the_config_classes_from_the_data(own, caplog):
     opts = _opts(own)
     cfg, given = _setup(opts)
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 6  # inherited from the CarDD base config
     assert "MODEL.ROI_HEADS.NUM_CLASSES" not in given and "DATASETS.REGISTER_COCO" in given
-    assert register_datasets_for_cfg(cfg, given_keys=given) == list(OWN)
-    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 4
+    with caplog.at_level(logging.INFO, logger="cardd_d2.data.datasets_from_cfg"):
+        assert register_datasets_for_cfg(cfg, given_keys=given) == list(OWN)
+        assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 4
+        register_datasets_for_cfg(cfg)  # what each training process does: now the count matches
+    assert "MODEL.ROI_HEADS.NUM_CLASSES = 4, the classes of dataset own_cfg_train" in caplog.text
+    assert "classes of own_cfg_train, own_cfg_test" in caplog.text and "dent, scuff, crack, broken glass" in caplog.text
     for name in OWN:
         meta = MetadataCatalog.get(name)
         assert meta.thing_classes == NAMES and meta.thing_dataset_id_to_contiguous_id == {0: 0, 1: 1, 2: 2, 3: 3}
