@@ -70,7 +70,14 @@ def parse_class_names(text: Optional[str]) -> Optional[List[str]]:
 
 
 def add_model_args(p: argparse.ArgumentParser):
-    p.add_argument("--config-file", required=True, metavar="FILE", help="detectron2/cardd config (YAML)")
+    p.add_argument("--config-file", default=None, metavar="FILE",
+                   help="detectron2/cardd config (YAML); required unless --export is given")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="run the exported model in DIR (written by `cardd export`; its config and class names are "
+                        "used, --config-file and --weights are not needed)")
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"],
+                   help="torch: eager detectron2, or a TorchScript --export; onnxruntime: an ONNX --export "
+                        "(default torch)")
     p.add_argument("--weights", default=None, metavar="FILE",
                    help="detector checkpoint (sets MODEL.WEIGHTS); required, here or in the config")
     p.add_argument("--class-names", default=None, metavar="A,B,...",
@@ -126,9 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(s)
 
     e = sub.add_parser("export", help="export the detector to ONNX or TorchScript",
-                       description="Trace the detector (GeneralizedRCNN with standard ROI heads: tested for Mask R-CNN and DCN+) "
-                                   "and write the model file, export.json (class names, input format, pixel mean/std, "
-                                   "score threshold, source config) and config.yaml to --output. Inputs of any size "
+                       description="Trace the detector (GeneralizedRCNN with standard ROI heads: tested for Mask "
+                                   "R-CNN and DCN+) and write the model file, export.json (class names, input "
+                                   "format, pixel mean/std, score threshold, source config) and config.yaml to --output. Inputs of any size "
                                    "run on the export.",
                        epilog=EXPORT_EXIT_CODES, formatter_class=fmt)
     e.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
@@ -160,6 +167,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             args.opts += extra
         args.class_names = parse_class_names(args.class_names)
+        if args.command in ("assess", "serve"):
+            if args.export is None and args.config_file is None:
+                raise UsageError("give --config-file FILE (and --weights), or --export DIR")
+            if args.export is not None and (args.config_file or args.weights):
+                raise UsageError("--export DIR carries its config and weights: drop --config-file / --weights")
+            if args.runtime == "onnxruntime" and args.export is None:
+                raise UsageError("--runtime onnxruntime runs an ONNX export: make one with `cardd export --format "
+                                 "onnx --output DIR` and give --export DIR")
         if args.command == "export" and args.opset is not None and args.format != "onnx":
             raise UsageError("--opset applies to --format onnx only")
         if args.command == "serve":

@@ -174,7 +174,8 @@ def main(argv=None):
     res = {"benchmark": "serve_load", "host": "127.0.0.1", "image_size": [width, height], "requests": args.requests,
            "concurrency": args.concurrency, "config_file": os.path.relpath(os.path.abspath(args.config_file), REPO),
            "overrides": list(args.opts), "weights": args.weights or "random init",
-           "cpu_count": os.cpu_count(), "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()}, "torch_threads_per_server": os.environ.get("OMP_NUM_THREADS", "torch default"),
+           "cpu_count": os.cpu_count(),
+           "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()}, "torch_threads_per_server": os.environ.get("OMP_NUM_THREADS", "torch default"),
            "torch": torch.__version__, "python": platform.python_version(), "runs": runs}
     text = json.dumps(res, indent=1)
     print(text)

@@ -2,20 +2,39 @@
 only when a command runs)."""
 from __future__ import annotations
 
+import os
 import sys
 
 
 def _load(args):
     from cardd_d2.assessment.gate import DamageGate
-    from cardd_d2.assessment.predictor import get_metadata, setup_cfg
+    from cardd_d2.assessment.predictor import get_metadata, setup_cfg, setup_export_cfg
 
-    cfg = setup_cfg(args.config_file, weights=args.weights, opts=args.opts, device=args.device,
-                    confidence_threshold=args.confidence_threshold, classifier_weights=args.classifier_weights,
-                    discard_threshold=args.discard_threshold, class_names=args.class_names)
+    if args.export:
+        from cardd_d2.export.runtime import RUNTIMES, load_export_info
+
+        fmt = load_export_info(args.export)["format"]
+        if RUNTIMES[fmt] != args.runtime:
+            raise ValueError(f"{args.export} holds a {fmt} export, which runs on --runtime {RUNTIMES[fmt]}, not "
+                             f"{args.runtime}")
+        if args.device not in (None, "cpu"):
+            raise ValueError(f"exported models run on the CPU here (--device {args.device} given)")
+        cfg = setup_export_cfg(args.export, opts=args.opts, confidence_threshold=args.confidence_threshold,
+                               classifier_weights=args.classifier_weights, discard_threshold=args.discard_threshold,
+                               class_names=args.class_names)
+    else:
+        cfg = setup_cfg(args.config_file, weights=args.weights, opts=args.opts, device=args.device,
+                        confidence_threshold=args.confidence_threshold, classifier_weights=args.classifier_weights,
+                        discard_threshold=args.discard_threshold, class_names=args.class_names)
     gate = DamageGate.from_config(cfg)
     meta = get_metadata(cfg)
     info = {"config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS, "class_names": list(meta.thing_classes),
-            "gate": gate.describe() if gate else None}
+            "gate": gate.describe() if gate else None, "runtime": args.runtime}
+    if args.export:
+        from cardd_d2.export.runtime import load_export_info
+
+        info["export"] = args.export
+        info["config_file"] = os.path.join(args.export, load_export_info(args.export)["config"])
     return cfg, gate, meta, info
 
 
@@ -23,7 +42,7 @@ def cmd_assess(args, cfg, gate, meta, info) -> int:
     from cardd_d2.assessment.predictor import build_predictor
     from cardd_d2.assessment.report import ReportWriteError, assess
 
-    predictor = build_predictor(cfg)
+    predictor = build_predictor(cfg, export_dir=args.export)
     try:
         report = assess(args.inputs, predictor, gate, metadata=meta, output_dir=args.output,
                         score_threshold=args.confidence_threshold, with_polygons=args.polygons,
@@ -49,7 +68,8 @@ def cmd_serve(args, cfg, gate, meta, info) -> int:
     from cardd_d2.assessment.predictor import build_predictor
     from cardd_d2.assessment.service import create_app
 
-    app = create_app(lambda: build_predictor(cfg), gate=gate, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+    app = create_app(lambda: build_predictor(cfg, export_dir=args.export), gate=gate,
+                     max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                      workers=args.workers, queue_size=args.queue_size, request_timeout_s=args.request_timeout,
                      class_names=list(meta.thing_classes), score_threshold=args.confidence_threshold,
                      max_side=args.max_side, model_info=info)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -10,8 +11,8 @@ from cardd_d2.data.categories import CARDD_CATEGORIES, CARDD_CLASS_NAMES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MissingWeightsError", "setup_cfg", "build_predictor", "get_metadata", "make_metadata", "draw_instances",
-           "empty_instances"]
+__all__ = ["MissingWeightsError", "setup_cfg", "setup_export_cfg", "build_predictor", "get_metadata",
+           "make_metadata", "draw_instances", "empty_instances"]
 
 
 class MissingWeightsError(ValueError):
@@ -32,21 +33,8 @@ def setup_cfg(config_file: str, weights: Optional[str] = None, opts: Sequence[st
     from cardd_d2.checkpoint.class_names import resolve_class_names
     from cardd_d2.engine.setup import setup_cfg as setup_engine_cfg
 
-    settings = {}
-    if weights is not None:
-        settings["MODEL.WEIGHTS"] = weights
-    if device is not None:
-        settings["MODEL.DEVICE"] = device
-    if confidence_threshold is not None:
-        for key in ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "MODEL.RETINANET.SCORE_THRESH_TEST",
-                    "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH"):
-            settings[key] = float(confidence_threshold)
-    if classifier_weights is not None:
-        settings["MODEL.DAMAGE_GATE.WEIGHTS"] = classifier_weights
-    if discard_threshold is not None:
-        settings["MODEL.DAMAGE_GATE.DISCARD_THRESHOLD"] = float(discard_threshold)
-    if class_names:
-        settings["MODEL.CLASS_NAMES"] = [str(n) for n in class_names]
+    settings = _inference_settings(weights, device, confidence_threshold, classifier_weights, discard_threshold,
+                                   class_names)
     cfg = setup_engine_cfg(config_file, opts, freeze=False, settings=settings)
     if not cfg.MODEL.WEIGHTS:
         raise MissingWeightsError("no detector weights: give --weights FILE (or set MODEL.WEIGHTS), e.g. the "
@@ -62,9 +50,53 @@ def setup_cfg(config_file: str, weights: Optional[str] = None, opts: Sequence[st
     return cfg
 
 
-def build_predictor(cfg):
+def _inference_settings(weights, device, confidence_threshold, classifier_weights, discard_threshold, class_names):
+    settings = {}
+    if weights is not None:
+        settings["MODEL.WEIGHTS"] = weights
+    if device is not None:
+        settings["MODEL.DEVICE"] = device
+    if confidence_threshold is not None:
+        for key in ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "MODEL.RETINANET.SCORE_THRESH_TEST",
+                    "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH"):
+            settings[key] = float(confidence_threshold)
+    if classifier_weights is not None:
+        settings["MODEL.DAMAGE_GATE.WEIGHTS"] = classifier_weights
+    if discard_threshold is not None:
+        settings["MODEL.DAMAGE_GATE.DISCARD_THRESHOLD"] = float(discard_threshold)
+    if class_names:
+        settings["MODEL.CLASS_NAMES"] = [str(n) for n in class_names]
+    return settings
+
+
+def setup_export_cfg(export_dir: str, opts: Sequence[str] = (), confidence_threshold: Optional[float] = None,
+                     classifier_weights: Optional[str] = None, discard_threshold: Optional[float] = None,
+                     class_names: Optional[Sequence[str]] = None):
+    """The config of a ``cardd export`` directory (its ``config.yaml``) with the inference tools' flags, for
+    :func:`build_predictor` with ``export_dir``: class names from the export unless given, ``MODEL.WEIGHTS`` the
+    export directory (the weights are in the exported model), CPU (frozen)."""
+    from cardd_d2.engine.setup import setup_cfg as setup_engine_cfg
+    from cardd_d2.export.runtime import load_export_info
+
+    info = load_export_info(export_dir)
+    settings = _inference_settings(export_dir, "cpu", confidence_threshold, classifier_weights, discard_threshold,
+                                   class_names or info["class_names"])
+    cfg = setup_engine_cfg(os.path.join(export_dir, info["config"]), opts, freeze=False, settings=settings)
+    cfg.freeze()
+    return cfg
+
+
+def build_predictor(cfg, export_dir: Optional[str] = None):
     """detectron2's ``DefaultPredictor`` (model built once, weights from ``cfg.MODEL.WEIGHTS``, BGR input) whose
-    ``metadata`` carries the class names of ``cfg.MODEL.CLASS_NAMES`` (set by :func:`setup_cfg`)."""
+    ``metadata`` carries the class names of ``cfg.MODEL.CLASS_NAMES`` (set by :func:`setup_cfg`); with
+    ``export_dir``, the exported model there (:class:`cardd_d2.export.ExportedPredictor`, ``cfg`` from
+    :func:`setup_export_cfg`) with ``cfg``'s score threshold."""
+    if export_dir is not None:
+        from cardd_d2.export.runtime import ExportedPredictor
+
+        predictor = ExportedPredictor(export_dir, score_threshold=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
+        predictor.metadata = get_metadata(cfg)
+        return predictor
     import cardd_d2  # noqa: F401  (registers cardd's models)
     from detectron2.engine import DefaultPredictor
 

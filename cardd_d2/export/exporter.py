@@ -126,7 +126,8 @@ def export_model(cfg, output_dir: str, fmt: str, opset: Optional[int] = None,
         "pixel_mean": [float(v) for v in cfg.MODEL.PIXEL_MEAN], "pixel_std": [float(v) for v in cfg.MODEL.PIXEL_STD],
         "score_threshold": score_threshold, "detections_per_image": int(cfg.TEST.DETECTIONS_PER_IMAGE),
         "min_size_test": int(cfg.INPUT.MIN_SIZE_TEST), "max_size_test": int(cfg.INPUT.MAX_SIZE_TEST),
-        "config": CONFIG_YAML, "source_config_file": source_config_file, "weights": cfg.MODEL.WEIGHTS, "deform_backend": "sampling",
+        "config": CONFIG_YAML, "source_config_file": source_config_file, "weights": cfg.MODEL.WEIGHTS,
+        "deform_backend": "sampling",
         "torch": torch.__version__,
     }
     with open(os.path.join(output_dir, EXPORT_JSON), "w") as f:

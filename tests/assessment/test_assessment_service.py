@@ -316,7 +316,8 @@ def test_cardd_serve_subprocess(tiny_config_file, save_tiny_weights, tmp_path):
         assert found and found <= set(PARTS)
         health = httpx.get(url + "/health", timeout=5).json()
         assert health["max_upload_bytes"] == 1024 * 1024
-        assert (health["workers"]["workers"], health["workers"]["queue_size"], health["workers"]["completed"]) == (2, 3, 1)
+        w = health["workers"]
+        assert (w["workers"], w["queue_size"], w["completed"]) == (2, 3, 1)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -27,10 +27,9 @@ IMAGE_SIZES = [(60, 90), (110, 70)]
 
 def _cfg(model, weights, tmp_path, *extra):
     from cardd_d2.assessment.predictor import setup_cfg
-
-    path = tmp_path / f"{model}.yaml"
     from cardd_d2.engine.setup import setup_cfg as engine_cfg
 
+    path = tmp_path / f"{model}.yaml"
     path.write_text(engine_cfg(config_path(MODELS[model]), TINY_EXPORT_OVERRIDES, freeze=False).dump())
     return setup_cfg(str(path), weights=weights, opts=list(extra))
 
@@ -183,6 +182,9 @@ def test_cardd_export_command(tmp_path, capsys):
     assert pred.info["source_config_file"] == str(cfg_file)
     assert len(pred(_images()[0])["instances"]) <= 4
     capsys.readouterr()
+    assert cardd_cli.main(["assess", "x.jpg", "--export", str(out), "--runtime", "onnxruntime", "--output",
+                           str(tmp_path / "r")]) == 2
+    assert "torchscript export, which runs on --runtime torch" in capsys.readouterr().err
     cascade = ["export", "--config-file", config_path("CarDD/cascade_mask_rcnn_R_50_FPN.yaml"), "--weights", weights,
                "--class-names", "a,b,c,d,e,f"]
     for argv, expected in [
@@ -196,3 +198,72 @@ def test_cardd_export_command(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cardd_cli.main(base + ["--format", "torchscript", "--opset", "17", "--output", str(tmp_path / "x")])
     assert e.value.code == 2 and "--opset applies to --format onnx only" in capsys.readouterr().err
+
+
+def test_assess_onnxruntime_report_equals_torch(synthetic_cardd, tmp_path):
+    """`cardd assess --runtime onnxruntime --export DIR` on the synthetic test split: the report of eager torch,
+    detection for detection (the report rounds boxes to 0.01 px, scores to 1e-6)."""
+    import cardd_cli
+
+    from cardd_d2.assessment import rle_to_mask, validate_report
+    from cardd_d2.engine.setup import setup_cfg
+
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(setup_cfg(config_path(MODELS["mask_rcnn"]), TINY_EXPORT_OVERRIDES, freeze=False).dump())
+    weights = _random_checkpoint("mask_rcnn", str(tmp_path / "w.pth"))
+    exp = str(tmp_path / "onnx")
+    assert cardd_cli.main(["export", "--config-file", str(cfg_file), "--weights", weights, "--format", "onnx",
+                           "--output", exp]) == 0
+    test_dir = synthetic_cardd["image_dirs"]["test"]
+    common = ["--no-images", "--no-html", "--no-progress", "--confidence-threshold", "0.0"]
+    assert cardd_cli.main(["assess", test_dir, "--config-file", str(cfg_file), "--weights", weights,
+                           "--output", str(tmp_path / "torch")] + common) == 0
+    assert cardd_cli.main(["assess", test_dir, "--export", exp, "--runtime", "onnxruntime",
+                           "--output", str(tmp_path / "ort")] + common) == 0
+    reports = [json.load(open(tmp_path / d / "report.json")) for d in ("torch", "ort")]
+    for r in reports:
+        validate_report(r)
+    ref, got = reports
+    assert got["model"]["runtime"] == "onnxruntime" and got["model"]["class_names"] == ref["model"]["class_names"]
+    assert [i["file"] for i in ref["images"]] == [i["file"] for i in got["images"]] and len(ref["images"]) >= 4
+    n = 0
+    for a_img, b_img in zip(ref["images"], got["images"]):
+        assert a_img["status"] == b_img["status"] == "ok"
+        assert len(a_img["instances"]) == len(b_img["instances"]), a_img["file"]
+        for a, b in zip(a_img["instances"], b_img["instances"]):
+            assert a["class"] == b["class"] and abs(a["score"] - b["score"]) <= 1e-4, (a_img["file"], a, b)
+            for u, v in zip(a["bbox"], b["bbox"]):
+                assert abs(u - v) <= max(1e-3 * abs(u), 0.01 + 1e-6), (a_img["file"], a["bbox"], b["bbox"])
+            ma, mb = rle_to_mask(a["mask"]).astype(bool), rle_to_mask(b["mask"]).astype(bool)
+            union = (ma | mb).sum()
+            assert union == 0 or (ma & mb).sum() / union >= 0.99
+            n += 1
+    assert n > 0
+    # the service on the same export (what `cardd serve --export DIR --runtime onnxruntime` builds)
+    from fastapi.testclient import TestClient
+
+    from cardd_d2.assessment.predictor import build_predictor, setup_export_cfg
+    from cardd_d2.assessment.service import create_app
+
+    cfg = setup_export_cfg(exp, confidence_threshold=0.0)
+    first = ref["images"][0]
+    app = create_app(lambda: build_predictor(cfg, export_dir=exp), workers=2, class_names=list(cfg.MODEL.CLASS_NAMES))
+    with TestClient(app) as c, open(os.path.join(test_dir, first["file"]), "rb") as f:
+        r = c.post("/assess", files={"file": (first["file"], f.read(), "image/jpeg")})
+    assert r.status_code == 200, r.text
+    served = r.json()["images"][0]["instances"]
+    assert [(d["class"], round(d["score"], 4)) for d in served] == [(d["class"], round(d["score"], 4))
+                                                                     for d in first["instances"]]
+
+
+def test_runtime_flags_checked(tmp_path, capsys):
+    import cardd_cli
+
+    for argv, expected in [
+        (["assess", "x.jpg", "--config-file", "c.yaml", "--runtime", "onnxruntime", "--output", "o"], "--export DIR"),
+        (["assess", "x.jpg", "--output", "o"], "--config-file FILE"),
+        (["serve", "--export", "d", "--weights", "w.pth"], "drop --config-file / --weights"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            cardd_cli.main(argv)
+        assert e.value.code == 2 and expected in capsys.readouterr().err, argv
