@@ -29,6 +29,8 @@ from typing import Iterable, Mapping, Optional, Sequence
 import cv2
 import numpy as np
 
+from .fileio import IMAGE_EXTENSIONS
+
 __all__ = [
     "TABLE_COLUMNS", "EXTRA_COLUMNS", "SaliencyEvaluator", "evaluate_saliency", "match_predictions",
     "authors_emeasure", "format_markdown_table", "write_results",
@@ -38,7 +40,6 @@ TABLE_COLUMNS = ("F_beta", "wF_beta", "S_m", "E_m", "MAE")
 EXTRA_COLUMNS = ("maxF", "meanF", "adpE_pysod", "meanE", "maxE")
 COLUMN_TITLES = {"F_beta": "F<sub>β</sub>", "wF_beta": "wF<sub>β</sub>", "S_m": "S<sub>m</sub>",
                  "E_m": "E<sub>m</sub>", "MAE": "MAE"}
-_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _psm():
@@ -113,7 +114,7 @@ def _index_dir(d: str, what: str, suffix: str = "") -> dict:
     out: dict = {}
     for f in sorted(os.listdir(d)):
         stem, ext = os.path.splitext(f)
-        if ext.lower() not in _IMAGE_EXTS:
+        if ext.lower() not in IMAGE_EXTENSIONS:
             continue
         if suffix and stem.endswith(suffix):
             stem = stem[: -len(suffix)]

@@ -18,7 +18,7 @@ import math
 import os
 from typing import Callable, Optional, Sequence
 
-from cardd_d2.utils.io import atomic_open, atomic_save_json
+from cardd_sod.fileio import atomic_open, atomic_save_json
 
 from .images import IMAGE_EXTENSIONS, load_image
 from .predictor import empty_instances

@@ -12,7 +12,7 @@ import logging
 import os
 from typing import Callable, List, Optional, Sequence
 
-from cardd_d2.utils.io import atomic_save_json
+from cardd_sod.fileio import atomic_save_json
 
 from .images import DEFAULT_MAX_SIDE, VIDEO_EXTENSIONS, ImageLoadError, discover_inputs, load_image
 from .instances import instances_to_dicts

@@ -31,7 +31,7 @@ import numpy as np
 
 from .images import DEFAULT_MAX_SIDE, ImageLoadError, InputItem, LoadedImage, discover_inputs, load_image
 from cardd_d2.data.categories import CARDD_CLASS_NAMES
-from cardd_d2.utils.io import atomic_open, atomic_save_json
+from cardd_sod.fileio import atomic_open, atomic_save_json
 
 from .instances import DEFAULT_REPAIR_PRIORITY, instances_to_dicts, sort_by_priority
 

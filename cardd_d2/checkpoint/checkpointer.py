@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 
-from cardd_d2.utils.io import atomic_open
+from cardd_sod.fileio import atomic_open
 
 from .class_names import THING_CLASSES_KEY
 

@@ -16,13 +16,14 @@ defaults; mmdet 2.x boxes decode without the legacy "+1", like detectron2.
 """
 from __future__ import annotations
 
-import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+
+from cardd_sod.fileio import atomic_torch_save
 
 from .mmdet_analysis import analyze_mmdet_state_dict
 from .mmdet_heads import HEAD_FAMILIES
@@ -126,6 +127,5 @@ def convert_mmdet_checkpoint(src: str, dst: str, *, trust_pickle: bool = False, 
     """Read ``src`` (mmdet .pth), convert, write ``dst`` (detectron2 .pth). kwargs: see convert_mmdet_state_dict."""
     sd = load_mmdet_state_dict(src, trust_pickle=trust_pickle)
     result = convert_mmdet_state_dict(sd, source=src, **kwargs)
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    torch.save(result.checkpoint(), dst)
+    atomic_torch_save(result.checkpoint(), dst)
     return result

@@ -28,6 +28,8 @@ from urllib import request
 from detectron2.utils.file_io import PathHandler, PathManager
 from iopath.common.file_io import file_lock, get_cache_dir
 
+from cardd_sod.fileio import atomic_open
+
 from .mmdet_convert import MmdetConversionError, convert_mmdet_checkpoint
 
 __all__ = [
@@ -103,20 +105,16 @@ def _sha256_prefix(path: str) -> str:
 
 
 def _download(url: str, dst: str, stem: str) -> None:
-    part = dst + ".part"
     try:
-        with request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
+        with request.urlopen(url, timeout=60) as response, atomic_open(dst, binary=True) as out:
             shutil.copyfileobj(response, out, 1 << 20)
     except (OSError, ValueError) as e:  # URLError / HTTPError / timeouts are OSErrors
-        if os.path.exists(part):
-            os.remove(part)
         raise MmdetZooError(
             f"cannot download the starting checkpoint {url} ({e}). Without internet access, download that URL on "
             f"another machine and put the file, named {stem}.pth, at {dst} (the cache folder is "
             f"$FVCORE_CACHE/cardd/mmdet, default ~/.torch/iopath_cache/cardd/mmdet); it is checked and converted "
             "on first use. Or set MODEL.WEIGHTS to a checkpoint file of your own."
         ) from e
-    os.replace(part, dst)
 
 
 def resolve_mmdet_checkpoint(name: str) -> str:
@@ -146,15 +144,13 @@ def resolve_mmdet_checkpoint(name: str) -> str:
                 )
             )
         logger.info("Converting %s to detectron2 names: %s", original, converted)
-        tmp = converted + ".tmp"
         try:
-            convert_mmdet_checkpoint(original, tmp)
+            convert_mmdet_checkpoint(original, converted)  # written atomically
         except MmdetConversionError as e:
             raise MmdetZooError(
                 f"{e}\nThe converted file is looked for at {converted}; to convert by hand: python "
                 f"tools/convert_mmdet_to_d2.py {original} {converted} (--trust-pickle only for a file you trust)"
             ) from e
-        os.replace(tmp, converted)
         return converted
 
 

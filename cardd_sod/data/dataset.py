@@ -28,13 +28,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..fileio import IMAGE_EXTENSIONS
+
 from .edges import mask_to_edge
 from .layout import sod_split_dirs
 from .preprocess import PreprocessSpec, preprocess_sample
 
-__all__ = ["SODSample", "read_sod_split", "load_image", "load_mask", "CarDDSODDataset", "sod_collate", "IMAGE_EXTS"]
+__all__ = ["SODSample", "read_sod_split", "load_image", "load_mask", "CarDDSODDataset", "sod_collate"]
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclasses.dataclass
@@ -64,7 +65,7 @@ def read_sod_split(root: str, split: str, require_masks: bool = True) -> list[SO
     if list_file is None:
         if not os.path.isdir(d["image"]):
             raise FileNotFoundError(f"neither a list file nor an image folder in {d['root']}")
-        entries = [[f] for f in sorted(os.listdir(d["image"])) if f.lower().endswith(IMAGE_EXTS)]
+        entries = [[f] for f in sorted(os.listdir(d["image"])) if f.lower().endswith(IMAGE_EXTENSIONS)]
         list_file = d["image"]
     else:
         with open(list_file) as f:

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from ..config import CfgNode
 from ..data import CarDDSODDataset, PreprocessSpec, sod_collate
 from ..data.layout import sod_split_dirs
+from ..fileio import atomic_open, atomic_torch_save
 from ..losses import build_sod_loss
 from ..map_saving import SAVE_RULES, saliency_to_uint8, write_map
 from ..metrics import evaluate_saliency, write_results
@@ -266,10 +267,8 @@ class SODTrainer:
         os.makedirs(self.ckpt_dir, exist_ok=True)
         name = name or f"epoch_{self.epoch:04d}.pth"
         path = os.path.join(self.ckpt_dir, name)
-        tmp = path + ".tmp"
-        torch.save(self.checkpoint_state(), tmp)
-        os.replace(tmp, path)
-        with open(os.path.join(self.ckpt_dir, "last_checkpoint"), "w") as f:
+        atomic_torch_save(self.checkpoint_state(), path)
+        with atomic_open(os.path.join(self.ckpt_dir, "last_checkpoint")) as f:
             f.write(name)
         return path
 

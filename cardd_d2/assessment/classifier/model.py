@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from cardd_d2.utils.io import atomic_torch_save
+from cardd_sod.fileio import atomic_torch_save
 
 __all__ = ["ARCHS", "CLASS_NAMES", "DAMAGED", "IMAGENET_MEAN", "IMAGENET_STD", "UNDAMAGED", "build_classifier",
            "imagenet_cache_path", "load_classifier_checkpoint", "read_checkpoint", "save_checkpoint"]

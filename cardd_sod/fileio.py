@@ -1,4 +1,6 @@
-"""Atomic file writes: a reader (or a crash half-way) never sees a half-written file."""
+"""File facts both packages share (cardd_sod imports no detectron2, so cardd_d2 imports these from here):
+atomic writes, so that a reader (or a crash half-way) never sees a half-written file, and the image file
+extensions cardd reads."""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +8,10 @@ import json
 import os
 import threading
 
-__all__ = ["atomic_open", "atomic_save_json", "atomic_torch_save"]
+__all__ = ["IMAGE_EXTENSIONS", "atomic_open", "atomic_save_json", "atomic_torch_save"]
+
+# Lower-case extensions of the image files cardd picks up from folders (inputs, SOD splits, saliency maps).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".jfif")
 
 
 @contextlib.contextmanager

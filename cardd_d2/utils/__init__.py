@@ -1,1 +1,0 @@
-"""Small helpers shared across cardd_d2 (no detectron2 imports)."""
