@@ -31,15 +31,13 @@ import statistics
 import sys
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
 
-import torch  # noqa: E402
+import torch
 
-from cardd_sod import build_sod_loss, build_sod_model  # noqa: E402
-from cardd_sod.data.edges import mask_to_edge  # noqa: E402
-from cardd_sod.map_saving import saliency_to_uint8, write_map  # noqa: E402
-from cardd_sod.models import get_sod_spec  # noqa: E402
+from cardd_sod import build_sod_loss, build_sod_model
+from cardd_sod.data.edges import mask_to_edge
+from cardd_sod.map_saving import saliency_to_uint8, write_map
+from cardd_sod.models import get_sod_spec
 
 # name -> training batch, training size, inference size, Adam settings (paper Table VII / reference scripts)
 PAPER = {
@@ -59,7 +57,7 @@ QUICK = {
 
 # performance.md: reference implementations, random init; GPU = one H200, torch 2.11.0+cu130, cudnn.benchmark on.
 REFERENCE_ANCHORS = {
-    "source": "/work/shared/spec/performance.md (reference model code, random init)",
+    "source": "the authors' reference SOD model code, random init, measured on a 2-core CPU machine",
     "gpu": "NVIDIA H200, torch 2.11.0+cu130, cuDNN 9.19, cudnn.benchmark on; median of 20 after 5 warm-up",
     "cpu": "2 cores, batch 1, eval",
     "models": {

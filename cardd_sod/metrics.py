@@ -62,7 +62,7 @@ class SaliencyEvaluator:
     def __init__(self):
         psm = _psm()
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Fmeasure's deprecation note; it is the spec's reference class
+            warnings.simplefilter("ignore")  # Fmeasure's deprecation note; it is the class whose numbers match the toolbox's
             self.fm = psm.Fmeasure(beta=0.3)
         self.wfm = psm.WeightedFmeasure(beta=1)
         self.sm = psm.Smeasure(alpha=0.5)

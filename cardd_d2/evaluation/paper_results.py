@@ -1,8 +1,7 @@
 """Published CarDD numbers (test set), as results dicts usable as ``paper=`` in the table renderers.
 
 Source: the CarDD paper (Wang, Li, Wu, IEEE T-ITS 2023), Tables IV/V (mask AP / box AP) and the DCN+ R-101 per-class
-mask AP, as summarised in the project's spec (docs: shared/spec/detection.md). Only those numbers are filled; every
-other cell renders as "-".
+mask AP. Only those numbers are filled; every other cell renders as "-".
 """
 from typing import Dict
 

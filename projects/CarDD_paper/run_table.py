@@ -320,5 +320,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, REPO_ROOT)
     sys.exit(main())
