@@ -89,6 +89,11 @@ def parse_args(argv=None):
                         settings={"OUTPUT_DIR": args.output} if args.output else None)
     except (OSError, KeyError, AssertionError, ValueError, TypeError, yaml.YAMLError) as e:
         parser.error(f"config {args.config_file or '(none)'} with overrides {args.opts}: {e}")
+    if not args.eval_only:  # a usage error: said before the data is looked at
+        try:
+            check_world_size(cfg, args.num_gpus * args.num_machines)
+        except ValueError as e:
+            parser.error(str(e))
     try:  # before any process starts or anything is trained; may take the class count from the data
         register_datasets_for_cfg(cfg, args.cardd_root, given_keys=config_keys_given(args.config_file, args.opts),
                                   training=not args.eval_only)
@@ -96,11 +101,6 @@ def parse_args(argv=None):
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     cfg.freeze()
-    if not args.eval_only:
-        try:
-            check_world_size(cfg, args.num_gpus * args.num_machines)
-        except ValueError as e:
-            parser.error(str(e))
     return args, cfg
 
 

@@ -58,8 +58,10 @@ def test_help_documents_exit_codes_and_overrides(capsys):
     assert "KEY VALUE pairs" in out
 
 
-def test_output_flag_sets_output_dir(tmp_path):
-    args, cfg = _train_net_module().parse_args(["SEED", "1", "--output", str(tmp_path), "--config-file", QUICK])
+def test_output_flag_sets_output_dir(synthetic_cardd, tmp_path):
+    # parse_args checks the configured datasets too: point it at generated data (not at whatever the repo holds)
+    args, cfg = _train_net_module().parse_args(["SEED", "1", "--output", str(tmp_path), "--config-file", QUICK,
+                                                "--cardd-root", synthetic_cardd["root"]])
     assert cfg.OUTPUT_DIR == str(tmp_path) and cfg.SEED == 1 and args.opts == ["SEED", "1"]
 
 
