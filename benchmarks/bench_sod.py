@@ -192,10 +192,11 @@ def bench_infer(name, model, size, batch, device, precision, args, gen):
             "img_per_s": 1000.0 * batch / ms}
 
 
-def bench_save(name, size, args, gen):
+def bench_save(name, size, args):
     import tempfile
     pp = get_sod_spec(name).preprocess
     net = pp.size or size  # full-resolution models predict at the image size
+    gen = torch.Generator().manual_seed(0)  # its own: the other rows' inputs do not depend on --skip-save
     sal = torch.sigmoid(torch.randn(1, 1, *net, generator=gen) * 3)[0, 0]
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "map.png")
@@ -254,7 +255,7 @@ def main(argv=None):
                 results.append(r)
                 print(json.dumps({k: v for k, v in r.items() if k != "ms_all"}), file=sys.stderr, flush=True)
         if not args.skip_save:
-            r = bench_save(name, save_size, args, gen)
+            r = bench_save(name, save_size, args)
             r.update({"model": name, "device": "cpu"})
             results.append(r)
             print(json.dumps({k: v for k, v in r.items() if k != "ms_all"}), file=sys.stderr, flush=True)
