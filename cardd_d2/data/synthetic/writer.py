@@ -50,16 +50,6 @@ def polygons_area_bbox(polygons: Sequence[Sequence[float]], height: int, width: 
     return area, [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
 
 
-def polygons_area_bbox(polygons: Sequence[Sequence[float]], height: int, width: int) -> Tuple[float, List[float]]:
-    """(area of the rasterised polygon mask as pycocotools computes it, tight xywh bbox around the points)."""
-    rles = mask_utils.frPyObjects([list(p) for p in polygons], height, width)
-    area = float(mask_utils.area(mask_utils.merge(rles)))
-    pts = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons])
-    x0, y0 = pts.min(0)
-    x1, y1 = pts.max(0)
-    return area, [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
-
-
 def _encode_jpg(img: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     assert ok
