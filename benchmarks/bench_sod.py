@@ -220,6 +220,7 @@ def main(argv=None):
     save_size = args.save_size or ((120, 160) if args.quick else (720, 1280))
     gen = torch.Generator().manual_seed(0)
 
+    load_start = os.getloadavg()[0]  # timings on a shared machine: the load says how much they can be trusted
     results = []
     for name in args.models:
         cfg = dict(PAPER[name])
@@ -267,7 +268,8 @@ def main(argv=None):
         "benchmark": "bench_sod",
         "env": {"torch": torch.__version__, "python": platform.python_version(), "device": device.type,
                 "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-                "threads": torch.get_num_threads(), "quick": args.quick, "amp_dtype": args.amp_dtype},
+                "threads": torch.get_num_threads(), "quick": args.quick, "amp_dtype": args.amp_dtype,
+                "cpu_count": os.cpu_count(), "load_avg_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)]},
         "results": results,
     }
     if args.compare_reference:
