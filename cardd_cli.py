@@ -133,10 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(s)
 
     e = sub.add_parser("export", help="export the detector to ONNX or TorchScript",
-                       description="Trace the detector (GeneralizedRCNN with standard ROI heads: tested for Mask "
-                                   "R-CNN and DCN+) and write the model file, export.json (class names, input "
-                                   "format, pixel mean/std, score threshold, source config) and config.yaml to --output. Inputs of any size "
-                                   "run on the export.",
+                       description="Trace the detector (the paper families: Mask R-CNN, Cascade, HTC, GCNet, DCN, "
+                                   "DCN+; R-50 or R-101) and write the model file, export.json (class names, input "
+                                   "format, pixel mean/std, score threshold, source config) and config.yaml to "
+                                   "--output. Inputs of any size run on the export.",
                        epilog=EXPORT_EXIT_CODES, formatter_class=fmt)
     e.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
     e.add_argument("--config-file", required=True, metavar="FILE", help="detectron2/cardd config (YAML)")

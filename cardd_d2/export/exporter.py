@@ -34,8 +34,10 @@ CONFIG_YAML = "config.yaml"
 # GridSample (the deformable convs) and RoiAlign with half-pixel coordinates (ROIAlignV2) are ONNX opset 16.
 MIN_ONNX_OPSET = 16
 DEFAULT_ONNX_OPSET = 17
-# (META_ARCHITECTURE, ROI_HEADS.NAME) pairs whose inference is one box head + optional mask head.
-SUPPORTED_MODELS = {("GeneralizedRCNN", "StandardROIHeads"), ("GeneralizedRCNN", "CarDDStandardROIHeads")}
+# (META_ARCHITECTURE, ROI_HEADS.NAME) pairs that trace and match eager (tests/export): the paper's families.
+SUPPORTED_MODELS = {("GeneralizedRCNN", "StandardROIHeads"), ("GeneralizedRCNN", "CarDDStandardROIHeads"),
+                    ("GeneralizedRCNN", "MMDetCascadeROIHeads"),
+                    ("GeneralizedRCNN", "HTCROIHeads"), ("HTCRCNN", "HTCROIHeads")}
 OUTPUT_NAMES = ("boxes", "scores", "classes", "mask_probs")
 
 
@@ -50,8 +52,8 @@ def check_exportable(cfg, fmt: str, opset: Optional[int]):
     arch = (cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.ROI_HEADS.NAME)
     if arch not in SUPPORTED_MODELS:
         raise ExportError(f"cannot export MODEL.META_ARCHITECTURE={arch[0]!r} with MODEL.ROI_HEADS.NAME={arch[1]!r}: "
-                          f"export supports {sorted(SUPPORTED_MODELS)} (Mask R-CNN, DCN+ and other "
-                          "backbones of that form); cascade and HTC heads are not exportable yet")
+                          f"export supports {sorted(SUPPORTED_MODELS)} (Mask R-CNN, Cascade, HTC, GCNet, "
+                          "DCN, DCN+)")
     if cfg.MODEL.KEYPOINT_ON:
         raise ExportError("cannot export a keypoint head (MODEL.KEYPOINT_ON)")
     if fmt == "onnx" and opset is not None and int(opset) < MIN_ONNX_OPSET:

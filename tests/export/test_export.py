@@ -20,7 +20,10 @@ TINY_EXPORT_OVERRIDES = TINY_OVERRIDES + [
     "TEST.DETECTIONS_PER_IMAGE", "5",
     "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
 ]
-MODELS = {"mask_rcnn": "CarDD/mask_rcnn_R_50_FPN.yaml", "dcn_plus": "CarDD/dcn_plus_R_50_FPN.yaml"}
+MODELS = {"mask_rcnn": "CarDD/mask_rcnn_R_50_FPN.yaml", "dcn_plus": "CarDD/dcn_plus_R_50_FPN.yaml",
+          "dcn": "CarDD/dcn_R_50_FPN.yaml", "gcnet": "CarDD/gcnet_R_50_FPN.yaml",
+          "cascade": "CarDD/cascade_mask_rcnn_R_50_FPN.yaml", "htc": "CarDD/htc_R_50_FPN.yaml",
+          "htc_semantic": "CarDD/htc_semantic_R_50_FPN.yaml"}
 # (height, width) of the BGR test images: a landscape and a portrait one, neither the trace's sample size.
 IMAGE_SIZES = [(60, 90), (110, 70)]
 
@@ -67,27 +70,41 @@ def assert_same_detections(eager, exported, what):
     assert (iou >= 0.99).all(), f"{what}: mask IoU {iou}"
 
 
+class _Exports(dict):
+    """(model, format) -> (export dir, eager predictor, cfg), exported on first use and kept for the module."""
+
+    def __init__(self, root):
+        super().__init__()
+        self.root, self.eager = root, {}
+
+    def __missing__(self, key):
+        from cardd_d2.assessment.predictor import build_predictor
+        from cardd_d2.export import export_model
+
+        model, fmt = key
+        if model not in self.eager:
+            weights = _random_checkpoint(model, str(self.root / f"{model}.pth"))
+            cfg = _cfg(model, weights, self.root)
+            self.eager[model] = (build_predictor(cfg), cfg)
+        eager, cfg = self.eager[model]
+        d = str(self.root / f"{model}_{fmt}")
+        export_model(cfg, d, fmt, source_config_file=f"{model}.yaml")
+        self[key] = (d, eager, cfg)
+        return self[key]
+
+
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    """{(model, format): (export dir, eager predictor)}, built once for the module."""
-    from cardd_d2.assessment.predictor import build_predictor
-    from cardd_d2.export import export_model
-
-    root = tmp_path_factory.mktemp("exports")
-    out = {}
-    for model in MODELS:
-        weights = _random_checkpoint(model, str(root / f"{model}.pth"))
-        cfg = _cfg(model, weights, root)
-        eager = build_predictor(cfg)
-        for fmt in ("torchscript", "onnx"):
-            d = str(root / f"{model}_{fmt}")
-            export_model(cfg, d, fmt, source_config_file=f"{model}.yaml")
-            out[model, fmt] = (d, eager, cfg)
-    return out
+    return _Exports(tmp_path_factory.mktemp("exports"))
 
 
-@pytest.mark.parametrize("model", list(MODELS))
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+# Every paper family (R-50 form; R-101 differs only in depth): both formats for Mask R-CNN and DCN+, ONNX (the format
+# with its own operator set) for the others.
+EXPORTED = [("mask_rcnn", "torchscript"), ("mask_rcnn", "onnx"), ("dcn_plus", "torchscript"), ("dcn_plus", "onnx"),
+            ("dcn", "onnx"), ("gcnet", "onnx"), ("cascade", "onnx"), ("htc", "onnx"), ("htc_semantic", "onnx")]
+
+
+@pytest.mark.parametrize("model,fmt", EXPORTED)
 def test_exported_model_matches_eager(exports, model, fmt):
     from cardd_d2.export import ExportedPredictor
 
@@ -141,16 +158,16 @@ def test_score_threshold_applied_after_the_graph_equals_eager(exports, tmp_path)
 
 
 def test_bad_exports_fail_clearly(tmp_path):
-    from cardd_d2.assessment.predictor import setup_cfg
     from cardd_d2.export import ExportError, export_model
 
     weights = str(tmp_path / "w.pth")
     torch.save({"model": {}}, weights)
-    cascade = setup_cfg(config_path("CarDD/cascade_mask_rcnn_R_50_FPN.yaml"), weights=weights,
-                        class_names=["a", "b", "c", "d", "e", "f"])
-    with pytest.raises(ExportError, match="ROI_HEADS.NAME"):
-        export_model(cascade, str(tmp_path / "c"), "onnx")
     cfg = _cfg("mask_rcnn", weights, tmp_path)
+    retinanet = cfg.clone()
+    retinanet.defrost()
+    retinanet.MODEL.META_ARCHITECTURE = "RetinaNet"
+    with pytest.raises(ExportError, match="cannot export MODEL.META_ARCHITECTURE='RetinaNet'"):
+        export_model(retinanet, str(tmp_path / "c"), "onnx")
     with pytest.raises(ExportError, match="opset 13 .*opset >= 16"):
         export_model(cfg, str(tmp_path / "o"), "onnx", opset=13)
     with pytest.raises(ExportError, match="format"):
@@ -185,10 +202,9 @@ def test_cardd_export_command(tmp_path, capsys):
     assert cardd_cli.main(["assess", "x.jpg", "--export", str(out), "--runtime", "onnxruntime", "--output",
                            str(tmp_path / "r")]) == 2
     assert "torchscript export, which runs on --runtime torch" in capsys.readouterr().err
-    cascade = ["export", "--config-file", config_path("CarDD/cascade_mask_rcnn_R_50_FPN.yaml"), "--weights", weights,
-               "--class-names", "a,b,c,d,e,f"]
     for argv, expected in [
-        (cascade + ["--format", "onnx", "--output", str(tmp_path / "c")], "ROI_HEADS.NAME"),
+        (base + ["--format", "onnx", "--output", str(tmp_path / "c"), "MODEL.ROI_HEADS.NAME", "Res5ROIHeads"],
+         "MODEL.ROI_HEADS.NAME='Res5ROIHeads'"),
         (base[:-1] + [str(tmp_path / "gone.pth"), "--format", "onnx", "--output", str(tmp_path / "g")], "gone.pth"),
         (base + ["--format", "onnx", "--opset", "13", "--output", str(tmp_path / "o")], "opset >= 16"),
     ]:

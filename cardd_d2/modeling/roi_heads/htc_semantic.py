@@ -174,8 +174,9 @@ class SemanticFusionPooler(nn.Module):
         if self.semantic_feat is None:
             raise RuntimeError("SemanticFusionPooler called without a semantic feature (HTCROIHeads sets it)")
         semantic = self.semantic_pooler([self.semantic_feat], box_lists)
-        if semantic.shape[-2:] != pooled.shape[-2:]:
-            semantic = F.adaptive_avg_pool2d(semantic, pooled.shape[-2:])
+        # The poolers' configured sizes, not the tensors' shapes: constants, so the model exports to ONNX.
+        if tuple(self.semantic_pooler.output_size) != tuple(self.pooler.output_size):
+            semantic = F.adaptive_avg_pool2d(semantic, tuple(self.pooler.output_size))
         return pooled + semantic
 
 
