@@ -20,4 +20,6 @@ cd "$ROOT"
 OMP_NUM_THREADS=1 "$PY" benchmarks/load_test_serve.py --config-file configs/CarDD/mask_rcnn_R_50_FPN.yaml --workers 1 2 \
   --requests 12 --concurrency 4 --image-size 320x240 --output "$OUT/serve_load_cpu.json" \
   INPUT.MIN_SIZE_TEST 240 INPUT.MAX_SIZE_TEST 320 > /dev/null
+"$PY" benchmarks/bench_runtime.py --models dcn_plus_R_50 dcn_plus_R_101 --images 2 --warmup 1 \
+  --output "$OUT/runtime_cpu.json" > /dev/null
 echo "wrote $OUT"

@@ -98,10 +98,8 @@ def exports(tmp_path_factory):
     return _Exports(tmp_path_factory.mktemp("exports"))
 
 
-# Every paper family (R-50 form; R-101 differs only in depth): both formats for Mask R-CNN and DCN+, ONNX (the format
-# with its own operator set) for the others.
-EXPORTED = [("mask_rcnn", "torchscript"), ("mask_rcnn", "onnx"), ("dcn_plus", "torchscript"), ("dcn_plus", "onnx"),
-            ("dcn", "onnx"), ("gcnet", "onnx"), ("cascade", "onnx"), ("htc", "onnx"), ("htc_semantic", "onnx")]
+# Every paper family in its R-50 form (R-101 differs only in depth), in both formats.
+EXPORTED = [(model, fmt) for model in MODELS for fmt in ("torchscript", "onnx")]
 
 
 @pytest.mark.parametrize("model,fmt", EXPORTED)
