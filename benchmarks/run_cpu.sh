@@ -22,4 +22,5 @@ OMP_NUM_THREADS=1 "$PY" benchmarks/load_test_serve.py --config-file configs/CarD
   INPUT.MIN_SIZE_TEST 240 INPUT.MAX_SIZE_TEST 320 > /dev/null
 "$PY" benchmarks/bench_runtime.py --models dcn_plus_R_50 dcn_plus_R_101 --images 2 --warmup 1 \
   --output "$OUT/runtime_cpu.json" > /dev/null
+"$PY" benchmarks/bench_onnx_deform.py --output "$OUT/onnx_deform_conv_cpu.json" > /dev/null
 echo "wrote $OUT"
