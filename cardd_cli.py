@@ -75,9 +75,9 @@ def add_model_args(p: argparse.ArgumentParser):
     p.add_argument("--export", default=None, metavar="DIR",
                    help="run the exported model in DIR (written by `cardd export`; its config and class names are "
                         "used, --config-file and --weights are not needed)")
-    p.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"],
-                   help="torch: eager detectron2, or a TorchScript --export; onnxruntime: an ONNX --export "
-                        "(default torch)")
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime", "openvino"],
+                   help="torch: eager detectron2, or a TorchScript --export; onnxruntime or openvino: an ONNX "
+                        "--export (default torch)")
     p.add_argument("--weights", default=None, metavar="FILE",
                    help="detector checkpoint (sets MODEL.WEIGHTS); required, here or in the config")
     p.add_argument("--class-names", default=None, metavar="A,B,...",
@@ -172,9 +172,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 raise UsageError("give --config-file FILE (and --weights), or --export DIR")
             if args.export is not None and (args.config_file or args.weights):
                 raise UsageError("--export DIR carries its config and weights: drop --config-file / --weights")
-            if args.runtime == "onnxruntime" and args.export is None:
-                raise UsageError("--runtime onnxruntime runs an ONNX export: make one with `cardd export --format "
-                                 "onnx --output DIR` and give --export DIR")
+            if args.runtime != "torch" and args.export is None:
+                raise UsageError(f"--runtime {args.runtime} runs an ONNX export: make one with `cardd export "
+                                 "--format onnx --output DIR` and give --export DIR")
         if args.command == "export" and args.opset is not None and args.format != "onnx":
             raise UsageError("--opset applies to --format onnx only")
         if args.command == "serve":

@@ -2,8 +2,8 @@
 """Exported vs eager detector on CPU: images/s, peak memory and agreement, in one process; JSON.
 
 For each model (random weights): eager detectron2 (``DefaultPredictor``), the TorchScript export on torch and the ONNX
-export on onnxruntime (both through ``ExportedPredictor``), on the same random BGR images. The runtimes take turns
-image by image, so a change in machine load hits all of them alike. Memory: the process's resident set (Linux
+export on onnxruntime and on OpenVINO (all through ``ExportedPredictor``), on the same random BGR images. The
+runtimes take turns image by image, so a change in machine load hits all of them alike. Memory: the process's resident set (Linux
 ``/proc/self/status``) sampled every 10 ms while each runtime runs; ``rss_peak_mb`` is the process's peak during
 those calls (every model stays loaded), ``rss_growth_mb`` the peak minus the resident set before that runtime's
 first call. Agreement: detections count and largest score / box difference against eager.
@@ -79,14 +79,16 @@ def run_model(name, args, workdir):
     weights = _random_weights(config, [])
     cfg = setup_cfg(config, weights=weights, device="cpu")
     predictors, export_s = {"torch eager": build_predictor(cfg)}, {}
-    for fmt, label in (("torchscript", "torchscript (torch)"), ("onnx", "onnx (onnxruntime)")):
-        if label.split(" ")[0] not in args.runtimes:
+    for fmt, runtime in (("torchscript", "torch"), ("onnx", "onnxruntime"), ("onnx", "openvino")):
+        if (runtime if fmt == "onnx" else fmt) not in args.runtimes:
             continue
+        label = f"{fmt} ({runtime})"
         d = os.path.join(workdir, f"{name}_{fmt}")
-        t = time.perf_counter()
-        export_model(cfg, d, fmt)
-        export_s[label] = round(time.perf_counter() - t, 1)
-        predictors[label] = ExportedPredictor(d, num_threads=torch.get_num_threads())
+        if not os.path.isdir(d):
+            t = time.perf_counter()
+            export_model(cfg, d, fmt)
+            export_s[fmt] = round(time.perf_counter() - t, 1)
+        predictors[label] = ExportedPredictor(d, num_threads=torch.get_num_threads(), runtime=runtime)
     rng = np.random.default_rng(0)
     imgs = [(rng.random((args.height, args.width, 3)) * 255).astype(np.uint8) for _ in range(args.images)]
     for p in predictors.values():
@@ -114,8 +116,8 @@ def run_model(name, args, workdir):
         ips = len(imgs) / sum(times[k])
         res[k] = {"images_per_s": round(ips, 4), "s_per_image": [round(t, 3) for t in times[k]],
                   "speedup_vs_eager": round(ips / eager, 3), **mem[k]}
-        if k in export_s:
-            res[k]["export_s"] = export_s[k]
+        if k != "torch eager":
+            res[k]["export_s"] = export_s[k.split(" ")[0]]
             res[k]["agreement"] = agree[k]
     return {"model": name, "config_file": MODELS[name], "score_threshold": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
             "runtimes": res}
@@ -124,8 +126,8 @@ def run_model(name, args, workdir):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=["dcn_plus_R_50", "dcn_plus_R_101"], choices=sorted(MODELS))
-    p.add_argument("--runtimes", nargs="+", default=["torchscript", "onnx"], choices=["torchscript", "onnx"],
-                   help="exported runtimes next to eager torch")
+    p.add_argument("--runtimes", nargs="+", default=["torchscript", "onnxruntime", "openvino"],
+                   choices=["torchscript", "onnxruntime", "openvino"], help="exported runtimes next to eager torch")
     p.add_argument("--images", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--width", type=int, default=1333)
@@ -141,11 +143,13 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench_runtime_") as workdir:
         results = [run_model(m, args, workdir) for m in args.models]
     import onnxruntime
+    import openvino
 
     res = {"benchmark": "runtime", "device": "cpu", "image_size": [args.width, args.height], "images": args.images,
            "weights": "random init", "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
            "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()},
-           "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
+           "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+           "openvino": openvino.__version__, "python": platform.python_version(),
            "results": results}
     text = json.dumps(res, indent=1)
     print(text)

@@ -14,9 +14,9 @@ def _load(args):
         from cardd_d2.export.runtime import RUNTIMES, load_export_info
 
         fmt = load_export_info(args.export)["format"]
-        if RUNTIMES[fmt] != args.runtime:
-            raise ValueError(f"{args.export} holds a {fmt} export, which runs on --runtime {RUNTIMES[fmt]}, not "
-                             f"{args.runtime}")
+        if args.runtime not in RUNTIMES[fmt]:
+            raise ValueError(f"{args.export} holds a {fmt} export, which runs on --runtime "
+                             f"{' or '.join(RUNTIMES[fmt])}, not {args.runtime}")
         if args.device not in (None, "cpu"):
             raise ValueError(f"exported models run on the CPU here (--device {args.device} given)")
         cfg = setup_export_cfg(args.export, opts=args.opts, confidence_threshold=args.confidence_threshold,
@@ -38,11 +38,15 @@ def _load(args):
     return cfg, gate, meta, info
 
 
+def _export_runtime(args):
+    return args.runtime if args.export else None
+
+
 def cmd_assess(args, cfg, gate, meta, info) -> int:
     from cardd_d2.assessment.predictor import build_predictor
     from cardd_d2.assessment.report import ReportWriteError, assess
 
-    predictor = build_predictor(cfg, export_dir=args.export)
+    predictor = build_predictor(cfg, export_dir=args.export, runtime=_export_runtime(args))
     try:
         report = assess(args.inputs, predictor, gate, metadata=meta, output_dir=args.output,
                         score_threshold=args.confidence_threshold, with_polygons=args.polygons,
@@ -68,7 +72,7 @@ def cmd_serve(args, cfg, gate, meta, info) -> int:
     from cardd_d2.assessment.predictor import build_predictor
     from cardd_d2.assessment.service import create_app
 
-    app = create_app(lambda: build_predictor(cfg, export_dir=args.export), gate=gate,
+    app = create_app(lambda: build_predictor(cfg, export_dir=args.export, runtime=_export_runtime(args)), gate=gate,
                      max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                      workers=args.workers, queue_size=args.queue_size, request_timeout_s=args.request_timeout,
                      class_names=list(meta.thing_classes), score_threshold=args.confidence_threshold,

@@ -86,15 +86,16 @@ def setup_export_cfg(export_dir: str, opts: Sequence[str] = (), confidence_thres
     return cfg
 
 
-def build_predictor(cfg, export_dir: Optional[str] = None):
+def build_predictor(cfg, export_dir: Optional[str] = None, runtime: Optional[str] = None):
     """detectron2's ``DefaultPredictor`` (model built once, weights from ``cfg.MODEL.WEIGHTS``, BGR input) whose
     ``metadata`` carries the class names of ``cfg.MODEL.CLASS_NAMES`` (set by :func:`setup_cfg`); with
     ``export_dir``, the exported model there (:class:`cardd_d2.export.ExportedPredictor`, ``cfg`` from
-    :func:`setup_export_cfg`) with ``cfg``'s score threshold."""
+    :func:`setup_export_cfg`) on ``runtime`` with ``cfg``'s score threshold."""
     if export_dir is not None:
         from cardd_d2.export.runtime import ExportedPredictor
 
-        predictor = ExportedPredictor(export_dir, score_threshold=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
+        predictor = ExportedPredictor(export_dir, score_threshold=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+                                      runtime=runtime)
         predictor.metadata = get_metadata(cfg)
         return predictor
     import cardd_d2  # noqa: F401  (registers cardd's models)

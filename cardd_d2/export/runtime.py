@@ -3,7 +3,8 @@
 ``ExportedPredictor(export_dir)(image_bgr) -> {"instances": Instances}``: the same resize as the eager predictor (the
 config's test resize, read from the export's ``config.yaml``), the exported graph, then the score threshold and
 detectron2's ``detector_postprocess`` (box rescaling, mask pasting at 0.5), so detections match the eager model's.
-TorchScript exports run on torch, ONNX exports on onnxruntime (CPU).
+TorchScript exports run on torch, ONNX exports on onnxruntime or OpenVINO (CPU; OpenVINO with its float32 precision
+hint, since its CPU default may compute in bfloat16).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import numpy as np
 
 __all__ = ["ExportedPredictor", "RUNTIMES", "load_export_info"]
 
-RUNTIMES = {"torchscript": "torch", "onnx": "onnxruntime"}
+# The runtimes each export format runs on; the first is the default.
+RUNTIMES = {"torchscript": ("torch",), "onnx": ("onnxruntime", "openvino")}
 
 
 def load_export_info(export_dir: str) -> dict:
@@ -28,16 +30,19 @@ def load_export_info(export_dir: str) -> dict:
 
 
 class ExportedPredictor:
-    def __init__(self, export_dir: str, score_threshold=None, num_threads: int = 0):
-        """``score_threshold`` overrides the export's; ``num_threads`` sets onnxruntime's intra-op threads (0: its
-        default)."""
+    def __init__(self, export_dir: str, score_threshold=None, num_threads: int = 0, runtime=None):
+        """``runtime``: one of ``RUNTIMES[format]`` (default the first); ``score_threshold`` overrides the export's;
+        ``num_threads`` sets onnxruntime's / OpenVINO's inference threads (0: their default)."""
         from cardd_d2.assessment.predictor import make_metadata
         from cardd_d2.data.transforms import build_cardd_test_augmentation
         from cardd_d2.engine.setup import setup_cfg
 
         self.info = load_export_info(export_dir)
         self.format = self.info["format"]
-        self.runtime = RUNTIMES[self.format]
+        self.runtime = runtime or RUNTIMES[self.format][0]
+        if self.runtime not in RUNTIMES[self.format]:
+            raise ValueError(f"{export_dir} holds a {self.format} export, which runs on "
+                             f"{' or '.join(RUNTIMES[self.format])}, not {self.runtime}")
         self.score_threshold = float(self.info["score_threshold"] if score_threshold is None else score_threshold)
         cfg = setup_cfg(os.path.join(export_dir, self.info["config"]))
         augs = build_cardd_test_augmentation(cfg)
@@ -51,6 +56,13 @@ class ExportedPredictor:
             import torch
 
             self._model = torch.jit.load(path, map_location="cpu").eval()
+        elif self.runtime == "openvino":
+            import openvino as ov
+
+            config = {"INFERENCE_PRECISION_HINT": "f32"}
+            if num_threads:
+                config["INFERENCE_NUM_THREADS"] = int(num_threads)
+            self._compiled = ov.Core().compile_model(path, "CPU", config)
         else:
             import onnxruntime as ort
 
@@ -65,6 +77,10 @@ class ExportedPredictor:
         if self.format == "torchscript":
             with torch.no_grad():
                 return list(self._model(torch.from_numpy(chw)))
+        if self.runtime == "openvino":
+            # A request per call: one compiled model serves concurrent callers (the service's worker threads).
+            result = self._compiled.create_infer_request().infer({"image": chw})
+            return [torch.from_numpy(np.array(result[o])) for o in self._compiled.outputs]
         return [torch.from_numpy(o) for o in self._session.run(None, {"image": chw})]
 
     def __call__(self, image_bgr: np.ndarray) -> dict:

@@ -98,19 +98,20 @@ def exports(tmp_path_factory):
     return _Exports(tmp_path_factory.mktemp("exports"))
 
 
-# Every paper family in its R-50 form (R-101 differs only in depth), in both formats.
-EXPORTED = [(model, fmt) for model in MODELS for fmt in ("torchscript", "onnx")]
+# Every paper family in its R-50 form (R-101 differs only in depth), in both formats, on every runtime.
+EXPORTED = [(model, fmt, runtime) for model in MODELS
+            for fmt, runtime in (("torchscript", "torch"), ("onnx", "onnxruntime"), ("onnx", "openvino"))]
 
 
-@pytest.mark.parametrize("model,fmt", EXPORTED)
-def test_exported_model_matches_eager(exports, model, fmt):
+@pytest.mark.parametrize("model,fmt,runtime", EXPORTED)
+def test_exported_model_matches_eager(exports, model, fmt, runtime):
     from cardd_d2.export import ExportedPredictor
 
     d, eager, _ = exports[model, fmt]
-    exported = ExportedPredictor(d)
-    assert exported.runtime == ("torch" if fmt == "torchscript" else "onnxruntime")
+    exported = ExportedPredictor(d, runtime=runtime)
+    assert exported.runtime == runtime
     for img in _images():
-        assert_same_detections(eager(img), exported(img), f"{model} {fmt} {img.shape[:2]}")
+        assert_same_detections(eager(img), exported(img), f"{model} {fmt} on {runtime}, {img.shape[:2]}")
 
 
 def test_export_dir_carries_what_inference_needs(exports):
@@ -199,7 +200,7 @@ def test_cardd_export_command(tmp_path, capsys):
     capsys.readouterr()
     assert cardd_cli.main(["assess", "x.jpg", "--export", str(out), "--runtime", "onnxruntime", "--output",
                            str(tmp_path / "r")]) == 2
-    assert "torchscript export, which runs on --runtime torch" in capsys.readouterr().err
+    assert "torchscript export, which runs on --runtime torch, not onnxruntime" in capsys.readouterr().err
     for argv, expected in [
         (base + ["--format", "onnx", "--output", str(tmp_path / "c"), "MODEL.ROI_HEADS.NAME", "Res5ROIHeads"],
          "MODEL.ROI_HEADS.NAME='Res5ROIHeads'"),
@@ -215,11 +216,11 @@ def test_cardd_export_command(tmp_path, capsys):
 
 
 def test_assess_onnxruntime_report_equals_torch(synthetic_cardd, tmp_path):
-    """`cardd assess --runtime onnxruntime --export DIR` on the synthetic test split: the report of eager torch,
-    detection for detection (the report rounds boxes to 0.01 px, scores to 1e-6)."""
+    """`cardd assess --export DIR --runtime onnxruntime` (and openvino) on the synthetic test split: the report of
+    eager torch, detection for detection (the report rounds boxes to 0.01 px, scores to 1e-6)."""
     import cardd_cli
 
-    from cardd_d2.assessment import rle_to_mask, validate_report
+    from cardd_d2.assessment import validate_report
     from cardd_d2.engine.setup import setup_cfg
 
     cfg_file = tmp_path / "tiny.yaml"
@@ -232,13 +233,23 @@ def test_assess_onnxruntime_report_equals_torch(synthetic_cardd, tmp_path):
     common = ["--no-images", "--no-html", "--no-progress", "--confidence-threshold", "0.0"]
     assert cardd_cli.main(["assess", test_dir, "--config-file", str(cfg_file), "--weights", weights,
                            "--output", str(tmp_path / "torch")] + common) == 0
-    assert cardd_cli.main(["assess", test_dir, "--export", exp, "--runtime", "onnxruntime",
-                           "--output", str(tmp_path / "ort")] + common) == 0
-    reports = [json.load(open(tmp_path / d / "report.json")) for d in ("torch", "ort")]
+    for runtime in ("onnxruntime", "openvino"):
+        assert cardd_cli.main(["assess", test_dir, "--export", exp, "--runtime", runtime,
+                               "--output", str(tmp_path / runtime)] + common) == 0
+    reports = [json.load(open(tmp_path / d / "report.json")) for d in ("torch", "onnxruntime", "openvino")]
     for r in reports:
         validate_report(r)
-    ref, got = reports
-    assert got["model"]["runtime"] == "onnxruntime" and got["model"]["class_names"] == ref["model"]["class_names"]
+    ref = reports[0]
+    for runtime, got in zip(("onnxruntime", "openvino"), reports[1:]):
+        assert got["model"]["runtime"] == runtime and got["model"]["export"] == exp
+        _assert_same_report(ref, got)
+    _check_service_on_export(exp, test_dir, ref)
+
+
+def _assert_same_report(ref, got):
+    from cardd_d2.assessment import rle_to_mask
+
+    assert got["model"]["class_names"] == ref["model"]["class_names"]
     assert [i["file"] for i in ref["images"]] == [i["file"] for i in got["images"]] and len(ref["images"]) >= 4
     n = 0
     for a_img, b_img in zip(ref["images"], got["images"]):
@@ -253,7 +264,10 @@ def test_assess_onnxruntime_report_equals_torch(synthetic_cardd, tmp_path):
             assert union == 0 or (ma & mb).sum() / union >= 0.99
             n += 1
     assert n > 0
-    # the service on the same export (what `cardd serve --export DIR --runtime onnxruntime` builds)
+
+
+def _check_service_on_export(exp, test_dir, ref):
+    """The service on the same export (what `cardd serve --export DIR --runtime onnxruntime` builds)."""
     from fastapi.testclient import TestClient
 
     from cardd_d2.assessment.predictor import build_predictor, setup_export_cfg
