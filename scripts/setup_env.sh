@@ -6,7 +6,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${CARDD_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
 STAMP="$VENV/.cardd-setup-v1"
-REQ_HASH=$(cat "$ROOT/scripts/setup_env.sh" "$ROOT/requirements.txt" 2>/dev/null | sha1sum | cut -d' ' -f1)
+REQ_HASH=$(cat "$ROOT/scripts/setup_env.sh" "$ROOT/requirements.txt" "$ROOT/setup.py" 2>/dev/null | sha1sum | cut -d' ' -f1)
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$REQ_HASH" ]; then
   exit 0
