@@ -3,10 +3,10 @@
 
 For each model (random weights): eager detectron2 (``DefaultPredictor``), the TorchScript export on torch and the ONNX
 export on onnxruntime and on OpenVINO (all through ``ExportedPredictor``), on the same random BGR images. The
-runtimes take turns image by image, so a change in machine load hits all of them alike. Memory: the process's resident set (Linux
-``/proc/self/status``) sampled every 10 ms while each runtime runs; ``rss_peak_mb`` is the process's peak during
-those calls (every model stays loaded), ``rss_growth_mb`` the peak minus the resident set before that runtime's
-first call. Agreement: detections count and largest score / box difference against eager.
+runtimes take turns image by image, so a change in machine load hits all of them alike. Memory: the process's
+resident set (Linux ``/proc/self/status``) sampled every 10 ms while each runtime runs; ``rss_peak_mb`` is the
+process's peak during those calls (every model stays loaded), ``rss_growth_mb`` the peak minus the resident set
+before that runtime's first call. Agreement: detections count and largest score / box difference against eager.
 
     python benchmarks/bench_runtime.py --models dcn_plus_R_50 dcn_plus_R_101 --images 2 --warmup 1 \\
         --output benchmarks/results/runtime_cpu.json
