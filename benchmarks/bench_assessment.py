@@ -9,13 +9,13 @@ Random weights unless --weights is given; random images, so detections are whate
     python benchmarks/bench_assessment.py --images 3 --warmup 1 [--config-file ...] [--devices cpu cuda]
 """
 import argparse
-import json
 import os
 import platform
 import sys
 import time
 
 import numpy as np
+from bench_output import emit_json  # benchmarks/ (the script folder) is on sys.path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,11 +103,7 @@ def main(argv=None):
            "config_file": os.path.relpath(args.config_file, REPO), "weights": args.weights or "random init",
            "torch": torch.__version__, "cpu_threads": torch.get_num_threads(), "python": platform.python_version(),
            "results": [run(d, args) for d in devices]}
-    text = json.dumps(res, indent=1)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+    emit_json(res, args.output)
     return 0
 
 

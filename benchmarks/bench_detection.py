@@ -26,6 +26,7 @@ import sys
 import time
 
 import torch
+from bench_output import emit_json  # benchmarks/ (the script folder) is on sys.path
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -271,12 +272,7 @@ def main(argv=None):
         r["ratio_vs_mask_rcnn"] = {k: r[k]["median_ms"] / b[k]["median_ms"]
                                    for k in ("inference", "train_step") if k in r and k in b}
     out = {"benchmark": "bench_detection", "env": env, "setup": setup, "results": results}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+    emit_json(out, args.output, indent=2)
     return 0
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from cardd_d2.modeling.layers.deform_conv import DeformConv
+from bench_output import emit_json  # benchmarks/ (the script folder) is on sys.path
 
 SHAPES = [(1, 128, 100, 168), (1, 256, 50, 84), (1, 512, 25, 42)]
 
@@ -97,11 +98,7 @@ def main(argv=None):
     res = {"benchmark": "onnx_deform_conv", "device": "cpu", "onnxruntime": ort.__version__, "torch": torch.__version__,
            "cpu_count": os.cpu_count(), "load_average_1_5_15min": os.getloadavg(), "python": platform.python_version(),
            "results": rows}
-    text = json.dumps(res, indent=1)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+    emit_json(res, args.output)
     return 0
 
 

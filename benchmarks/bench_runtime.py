@@ -12,7 +12,6 @@ before that runtime's first call. Agreement: detections count and largest score 
         --output benchmarks/results/runtime_cpu.json
 """
 import argparse
-import json
 import os
 import platform
 import sys
@@ -21,6 +20,7 @@ import threading
 import time
 
 import numpy as np
+from bench_output import emit_json  # benchmarks/ (the script folder) is on sys.path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {"dcn_plus_R_50": "configs/CarDD/dcn_plus_R_50_FPN.yaml",
@@ -151,11 +151,7 @@ def main(argv=None):
            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
            "openvino": openvino.__version__, "python": platform.python_version(),
            "results": results}
-    text = json.dumps(res, indent=1)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+    emit_json(res, args.output)
     return 0
 
 

@@ -38,6 +38,7 @@ from cardd_sod import build_sod_loss, build_sod_model
 from cardd_sod.data.edges import mask_to_edge
 from cardd_sod.map_saving import saliency_to_uint8, write_map
 from cardd_sod.models import get_sod_spec
+from bench_output import emit_json  # benchmarks/ (the script folder) is on sys.path
 
 # name -> training batch, training size, inference size, Adam settings (paper Table VII / reference scripts)
 PAPER = {
@@ -287,11 +288,7 @@ def main(argv=None):
             report["ratio_ours_over_reference"] = ratios
             report["ratio_note"] = ("ms ratios > 1 = slower than the reference anchor, img/s ratios > 1 = faster; "
                                     "anchors were measured on an H200 - compare only on the same card")
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+    emit_json(report, args.output, indent=2)
     return report
 
 

@@ -28,6 +28,7 @@ import tempfile
 import time
 
 import numpy as np
+from bench_output import emit_json  # benchmarks/ (the script folder) is on sys.path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -177,11 +178,7 @@ def main(argv=None):
            "cpu_count": os.cpu_count(),
            "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()}, "torch_threads_per_server": os.environ.get("OMP_NUM_THREADS", "torch default"),
            "torch": torch.__version__, "python": platform.python_version(), "runs": runs}
-    text = json.dumps(res, indent=1)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+    emit_json(res, args.output)
     return 1 if any(r["failed"] for r in runs) else 0
 
 

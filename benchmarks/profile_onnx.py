@@ -16,6 +16,7 @@ import tempfile
 import numpy as np
 
 from bench_runtime import MODELS, REPO  # this folder is the script's own: sys.path[0]
+from bench_output import emit_json  # benchmarks/ (the script folder) is on sys.path
 
 
 def main(argv=None):
@@ -54,11 +55,7 @@ def main(argv=None):
             for op, us in per_op.most_common()]
     res = {"benchmark": "profile_onnx", "model": args.model, "input": [3, h, w], "runs": args.runs,
            "onnxruntime": ort.__version__, "load_average_1_5_15min": os.getloadavg(), "ops": rows}
-    text = json.dumps(res, indent=1)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+    emit_json(res, args.output)
     return 0
 
 
