@@ -184,16 +184,22 @@ def msra_to_state_dict(resnet: nn.Module, blobs: Dict[str, object], source: str)
             sd[f"{name}.running_var"] = torch.full_like(m.running_var, 1.0 - m.eps)  # (var + eps) == 1
     skipped = sorted(k for k in blobs if k in _MSRA_SKIPPED)
     unexpected = sorted(k for k in blobs if k not in used and k not in _MSRA_SKIPPED)
-    if missing or unexpected or bad_shape:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing blobs (e.g. {sorted(missing)[:5]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected blobs (e.g. {unexpected[:5]})")
-        if bad_shape:
-            parts.append(f"{len(bad_shape)} shape mismatches (e.g. {bad_shape[:3]})")
-        raise ValueError(f"backbone weights file {source} is not the MSRA caffe ResNet-50: " + "; ".join(parts))
+    _raise_on_mismatch(f"backbone weights file {source} is not the MSRA caffe ResNet-50", "blobs",
+                       sorted(missing), unexpected, bad_shape)
     return sd, skipped
+
+
+def _raise_on_mismatch(problem: str, noun: str, missing: List[str], unexpected: List[str], bad_shape: List[str]):
+    """One error listing what a weights file lacks, has in excess, or has in the wrong shape (nothing: no error)."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing {noun} (e.g. {missing[:5]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected {noun} (e.g. {unexpected[:5]})")
+    if bad_shape:
+        parts.append(f"{len(bad_shape)} shape mismatches (e.g. {bad_shape[:3]})")
+    if parts:
+        raise ValueError(f"{problem}: " + "; ".join(parts))
 
 
 # ------------------------------------------------------------------------------------------ torch state dict
@@ -221,15 +227,8 @@ def _read_state_dict(path: str, resnet: nn.Module) -> Tuple[Dict[str, torch.Tens
     unexpected = sorted(k for k in sd if k not in expected)
     bad_shape = sorted(f"{k}: file {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
                        for k in sd if k in expected and sd[k].shape != expected[k].shape)
-    if missing or unexpected or bad_shape:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[:5]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:5]})")
-        if bad_shape:
-            parts.append(f"{len(bad_shape)} shape mismatches (e.g. {bad_shape[:3]})")
-        raise ValueError(f"backbone weights file {path} does not match the caffe ResNet-50: " + "; ".join(parts))
+    _raise_on_mismatch(f"backbone weights file {path} does not match the caffe ResNet-50", "keys",
+                       missing, unexpected, bad_shape)
     return sd, skipped
 
 
